@@ -1,0 +1,46 @@
+"""
+`nanoseal <command>`: the command-line entry point.
+
+    nanoseal --help
+    nanoseal chat --checkpoint DIR [-p PROMPT]
+
+Every command's handler returns an exit status. A NanosealError (bad input: which file, which field,
+what was expected) is printed as one line on stderr with exit status 2, never as a traceback.
+"""
+
+import argparse
+import sys
+
+from nanoseal.common import NanosealError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every subcommand."""
+    from nanoseal import chat
+
+    parser = argparse.ArgumentParser(prog="nanoseal", description=__doc__.split("\n\n")[0].strip("` \n"))
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    sub.required = True
+
+    p = sub.add_parser("chat", help="chat with a checkpoint (interactive, or one-shot with -p)")
+    chat.add_args(p)
+    p.set_defaults(func=chat.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse argv, run the command, turn NanosealError into a one-line message."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NanosealError as e:
+        print(f"nanoseal {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nanoseal {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
