@@ -183,9 +183,9 @@ class GPT(nn.Module):
     def estimate_flops(self) -> float:
         """Training FLOPs per token: 6 x (non-embedding params) + attention (12 * L * H * D * T)."""
         nparams_embedding = self.transformer.wte.weight.numel()
-        l, h = self.config.n_layer, self.config.n_head
+        nl, h = self.config.n_layer, self.config.n_head
         q, t = self.config.n_embd // self.config.n_head, self.config.sequence_len
-        return 6 * (self.num_params() - nparams_embedding) + 12 * l * h * q * t
+        return 6 * (self.num_params() - nparams_embedding) + 12 * nl * h * q * t
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache=None,
                 loss_reduction: str = "mean") -> torch.Tensor:
