@@ -17,6 +17,7 @@ from nanoseal.common import NanosealError
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
     from nanoseal import chat
+    from nanoseal.train import pretrain
 
     parser = argparse.ArgumentParser(prog="nanoseal", description=__doc__.split("\n\n")[0].strip("` \n"))
     sub = parser.add_subparsers(dest="command", metavar="<command>")
@@ -25,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", help="chat with a checkpoint (interactive, or one-shot with -p)")
     chat.add_args(p)
     p.set_defaults(func=chat.run)
+
+    p = sub.add_parser("quickstart", help="train a tokenizer and a tiny GPT on ARC tasks, then sample from it")
+    pretrain.add_args(p)
+    p.set_defaults(func=pretrain.run)
     return parser
 
 

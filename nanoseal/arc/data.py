@@ -86,10 +86,17 @@ class Task:
 # ---------------------------------------------------------------------------------------------------------
 # validation: every check returns a problem string (or None) so that callers decide how to report it
 
+def _json_type(value) -> str:
+    """The JSON name of a decoded value's type (object, array, string, number, boolean, null)."""
+    names = {dict: "object", list: "array", tuple: "array", str: "string", bool: "boolean", type(None): "null",
+             int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)
+
+
 def check_grid(grid, max_side: int = MAX_SIDE) -> str | None:
     """Why `grid` is not a valid ARC grid (rectangular, 1..max_side per side, ints 0-9), or None."""
     if not isinstance(grid, (list, tuple)):
-        return f"expected a list of rows, got {type(grid).__name__}"
+        return f"expected an array of rows, got {_json_type(grid)}"
     if len(grid) == 0:
         return "empty grid (0 rows)"
     if len(grid) > max_side:
@@ -97,7 +104,7 @@ def check_grid(grid, max_side: int = MAX_SIDE) -> str | None:
     width = None
     for r, row in enumerate(grid):
         if not isinstance(row, (list, tuple)):
-            return f"row {r} is not a list (got {type(row).__name__})"
+            return f"row {r} is not an array (got {_json_type(row)})"
         if len(row) == 0:
             return f"row {r} is empty"
         if width is None:
@@ -118,19 +125,19 @@ def check_grid(grid, max_side: int = MAX_SIDE) -> str | None:
 def check_task_json(obj, require_test_outputs: bool = False) -> str | None:
     """Why a decoded ARC JSON task is invalid, as `where: problem` (e.g. `train[1].output: ...`), or None."""
     if not isinstance(obj, dict):
-        return f"expected a JSON object with \"train\" and \"test\", got {type(obj).__name__}"
+        return f"expected a JSON object with \"train\" and \"test\", got {_json_type(obj)}"
     for split in ("train", "test"):
         if split not in obj:
             return f"missing \"{split}\""
         pairs = obj[split]
         if not isinstance(pairs, list):
-            return f"{split}: expected a list of pairs, got {type(pairs).__name__}"
+            return f"{split}: expected an array of pairs, got {_json_type(pairs)}"
         if not pairs:
             return f"{split}: no {'demonstrations' if split == 'train' else 'test pairs'} (need at least 1)"
         for i, pair in enumerate(pairs):
             where = f"{split}[{i}]"
             if not isinstance(pair, dict):
-                return f"{where}: expected an object with \"input\" and \"output\", got {type(pair).__name__}"
+                return f"{where}: expected an object with \"input\" and \"output\", got {_json_type(pair)}"
             if "input" not in pair:
                 return f"{where}.input: missing"
             output_required = split == "train" or require_test_outputs
@@ -236,7 +243,7 @@ def _load_release_split(dataset: str, split: str) -> tuple[Task, ...]:
 
 
 def load_arc(dataset: str = "arcagi1", split: str = "train", ids: Sequence[str] | None = None) -> list[Task]:
-    """ARC-AGI-1 (`arcagi1`) or ARC-AGI-2 (`arcagi2`) tasks of a split (`train`/`eval`), offline, sorted by id."""
+    """ARC-AGI-1 (`arcagi1`) or ARC-AGI-2 (`arcagi2`) tasks of a split (train/eval), offline, by id."""
     if dataset not in DATASET_FILES:
         raise NanosealError(f"unknown ARC dataset {dataset!r}; expected one of {', '.join(DATASET_FILES)}")
     if split not in SPLITS:
