@@ -19,7 +19,7 @@ a batch are routed to adapters by an index tensor (B,) set with `adapter_routing
 with index -1 runs the base model. Without routing, a K=1 model uses adapter 0 for every row (a K>1
 model refuses to guess). Each layer computes
 
-    y = x @ W^T + scale * (dropout(x) @ A[idx]^T) @ B[idx]^T        scale = alpha / r  (rsLoRA: alpha / sqrt(r))
+    y = x @ W^T + scale * (dropout(x) @ A[idx]^T) @ B[idx]^T     scale = alpha/r (rsLoRA: alpha/sqrt(r))
 
 with one gather and two bmm's per layer (one plain matmul pair when all rows share an adapter).
 `MultiAdapterAdamW` steps the K adapters as K independent AdamW optimizers (own learning rate,
@@ -92,8 +92,9 @@ class LoRALinear(nn.Module):
         self.weight.requires_grad_(False)
         w = base.weight
         dtype = torch.float64 if w.dtype == torch.float64 else torch.float32  # adapters in fp32 (or fp64)
-        self.lora_A = nn.Parameter(torch.empty(n_adapters, rank, self.in_features, device=w.device, dtype=dtype))
-        self.lora_B = nn.Parameter(torch.zeros(n_adapters, self.out_features, rank, device=w.device, dtype=dtype))
+        K, r, kw = n_adapters, rank, dict(device=w.device, dtype=dtype)
+        self.lora_A = nn.Parameter(torch.empty(K, r, self.in_features, **kw))  # (K, r, in)
+        self.lora_B = nn.Parameter(torch.zeros(K, self.out_features, r, **kw))  # (K, out, r)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.route: _Route | None = None
         self.disabled = False
@@ -116,14 +117,14 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, self.weight)  # (..., out)
         if self.merged_index is not None:
-            assert self.route is None and not self.disabled, "routing/disabling a merged LoRA layer: unmerge first"
+            assert self.route is None and not self.disabled, "routing/disabling a merged layer: unmerge it"
             return y
         if self.disabled:
             return y
         route = self.route
         if route is None:
             assert self.n_adapters == 1, (
-                f"{self.n_adapters} stacked adapters and no routing: wrap the call in adapter_routing(model, idx)"
+                f"{self.n_adapters} stacked adapters and no routing: call inside adapter_routing(model, idx)"
             )
             k = 0
         else:
@@ -230,7 +231,7 @@ def apply_lora(model: nn.Module, rank: int = 16, alpha: float = 16, dropout: flo
 
 
 def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Every adapter parameter (lora_A, lora_B of each layer, stacked over the K adapters), in module order."""
+    """Every adapter parameter (lora_A, lora_B of each layer, K adapters stacked), in module order."""
     return [p for layer in lora_layers(model).values() for p in (layer.lora_A, layer.lora_B)]
 
 
@@ -335,7 +336,7 @@ def reset_adapter(model: nn.Module, k: int) -> None:
 
 
 def per_adapter_loss(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor, route: torch.Tensor,
-                     n_adapters: int, token_counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     n_adapters: int, token_counts=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum over adapters of each one's mean token loss, the K losses detached), rows routed by `route`.
 
     Backpropagating the sum gives adapter k exactly the gradient of its own mean loss, as if trained
@@ -352,7 +353,7 @@ def per_adapter_loss(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor,
     sums = torch.zeros(n_adapters, dtype=row_sum.dtype, device=idx.device).index_add(0, rows, row_sum)  # (K,)
     if token_counts is None:
         row_count = (targets != -1).sum(1)[keep].to(row_sum.dtype)
-        token_counts = torch.zeros(n_adapters, dtype=row_sum.dtype, device=idx.device).index_add(0, rows, row_count)
+        token_counts = torch.zeros_like(sums).index_add(0, rows, row_count)  # (K,)
     losses = sums / torch.as_tensor(token_counts, dtype=row_sum.dtype, device=idx.device).clamp(min=1)  # (K,)
     return losses.sum(), losses.detach()
 
@@ -367,7 +368,7 @@ def adapter_optimizer(params, lr: float, weight_decay: float = 0.0) -> torch.opt
 
 
 def cosine_lr(step: int, lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> float:
-    """Learning rate of 0-based step `step`: linear warmup to lr over warmup_steps, then cosine to min_lr_ratio*lr.
+    """Learning rate of 0-based step `step`: linear warmup to lr, then cosine decay to min_lr_ratio*lr.
 
     Warmup step s uses lr*(s+1)/warmup_steps (no wasted zero-lr step); after warmup the cosine runs
     from lr at step warmup_steps towards min_lr_ratio*lr at step total_steps.
@@ -386,6 +387,11 @@ def _per_adapter(value, K: int, name: str, cast=float) -> list:
         assert len(value) == K, f"{name} has {len(value)} values for {K} adapters"
         return [None if v is None else cast(v) for v in value]
     return [None if value is None else cast(value)] * K
+
+
+def _column(values: list[float], p: torch.Tensor) -> torch.Tensor:
+    """K per-adapter scalars as a (K, 1, ...) tensor that broadcasts over p (K, ...)."""
+    return torch.tensor(values, dtype=p.dtype, device=p.device).view((len(values),) + (1,) * (p.ndim - 1))
 
 
 class MultiAdapterAdamW(torch.optim.Optimizer):
@@ -450,7 +456,7 @@ class MultiAdapterAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, active=None) -> torch.Tensor:
-        """One AdamW step of each active adapter (BoolTensor/list (K,), default all); returns the K grad norms."""
+        """One AdamW step of each active adapter (bools (K,), default all); returns the K grad norms."""
         g = self.param_groups[0]
         K = self.n_adapters
         active = [True] * K if active is None else [bool(a) for a in _per_adapter(active, K, "active", bool)]
@@ -460,18 +466,19 @@ class MultiAdapterAdamW(torch.optim.Optimizer):
             return torch.zeros(K)
         device = params[0].device
         # per-adapter gradient norms over all of that adapter's layers (torch's clip_grad_norm_, per adapter)
-        norms = torch.stack([torch.linalg.vector_norm(p.grad.flatten(1).float(), dim=1) for p in params])  # (P, K)
+        norms = torch.stack([torch.linalg.vector_norm(p.grad.flatten(1).float(), dim=1)
+                             for p in params])  # (P, K)
         grad_norm = torch.linalg.vector_norm(norms, dim=0)  # (K,)
         max_norm = torch.tensor([math.inf if m is None else m for m in g["max_grad_norm"]], device=device)
         clip = (max_norm / (grad_norm + 1e-6)).clamp(max=1.0)  # (K,)
         if not any(active):
             return grad_norm
         beta1, beta2 = g["betas"]
-        lrs, decay, step_size, bc2_sqrt = [], [], [], []
+        decay, step_size, bc2_sqrt = [], [], []
         for k in range(K):
             s = g["steps"][k] + 1 if active[k] else 1
-            lr = cosine_lr(s - 1, g["adapter_lr"][k], g["warmup_steps"][k], g["total_steps"][k], g["min_lr_ratio"])
-            lrs.append(lr)
+            lr = cosine_lr(s - 1, g["adapter_lr"][k], g["warmup_steps"][k], g["total_steps"][k],
+                           g["min_lr_ratio"])
             decay.append(1.0 - lr * g["weight_decay"][k])
             step_size.append(lr / (1.0 - beta1 ** s))
             bc2_sqrt.append((1.0 - beta2 ** s) ** 0.5)
@@ -479,13 +486,12 @@ class MultiAdapterAdamW(torch.optim.Optimizer):
         for p in params:
             state = self.state[p]
             shape = (K,) + (1,) * (p.ndim - 1)  # broadcast per-adapter scalars over (K, ...)
-            as_t = lambda v: torch.tensor(v, dtype=p.dtype, device=device).view(shape)  # noqa: E731
             mask = mask_k.view(shape)
             grad = p.grad * clip.to(p.dtype).view(shape)
             exp_avg = state["exp_avg"].lerp(grad, 1 - beta1)
             exp_avg_sq = state["exp_avg_sq"].mul(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (exp_avg_sq.sqrt() / as_t(bc2_sqrt)).add_(g["eps"])
-            new_p = p * as_t(decay) - exp_avg / denom * as_t(step_size)
+            denom = (exp_avg_sq.sqrt() / _column(bc2_sqrt, p)).add_(g["eps"])
+            new_p = p * _column(decay, p) - exp_avg / denom * _column(step_size, p)
             p.copy_(torch.where(mask, new_p, p))
             state["exp_avg"].copy_(torch.where(mask, exp_avg, state["exp_avg"]))
             state["exp_avg_sq"].copy_(torch.where(mask, exp_avg_sq, state["exp_avg_sq"]))
@@ -499,9 +505,9 @@ class MultiAdapterAdamW(torch.optim.Optimizer):
 
 
 def base_fingerprint(model: nn.Module) -> str:
-    """sha256 (hex) of the GPT config and the un-merged base weights; floats are hashed as fp32 (bf16-exact)."""
+    """sha256 (hex) of the GPT config and the un-merged base weights; floats hashed as fp32 (bf16-exact)."""
     if any(layer.merged_index is not None for layer in lora_layers(model).values()):
-        raise NanosealError("the model has a merged adapter: unmerge_lora(model) before fingerprinting the base")
+        raise NanosealError("the model has a merged adapter: unmerge_lora(model) before fingerprinting it")
     h = hashlib.sha256()
     config = getattr(model, "config", None)
     config_dict = config.to_dict() if hasattr(config, "to_dict") else {}
@@ -576,7 +582,8 @@ def save_adapter(model: nn.Module, folder: str, metadata: dict | None = None, ad
     }
     json.dumps(meta)  # fail before writing anything if the metadata is not JSON-serialisable
     atomic_write_bytes(os.path.join(folder, WEIGHTS_NAME), blob)
-    atomic_write_json(os.path.join(folder, CONFIG_NAME), _peft_config(first, targets, base_model_name_or_path))
+    peft_config = _peft_config(first, targets, base_model_name_or_path)
+    atomic_write_json(os.path.join(folder, CONFIG_NAME), peft_config)
     atomic_write_json(os.path.join(folder, META_NAME), meta)  # last: its presence marks a complete folder
 
 
@@ -635,7 +642,7 @@ def _copy_adapter(model: nn.Module, folder: str, cfg: dict, tensors: dict, adapt
                             f"(differ on {len(diff)}: {diff[:3]})")
     first = next(iter(layers.values()))
     if first.rank != rank:
-        raise NanosealError(f"adapter folder {folder} has rank {rank}, the model's LoRA layers rank {first.rank}")
+        raise NanosealError(f"adapter folder {folder} has rank {rank}, the model's LoRA layers {first.rank}")
     file_scaling = alpha / math.sqrt(rank) if use_rslora else alpha / rank
     if not math.isclose(file_scaling, first.scaling, rel_tol=1e-12):
         raise NanosealError(f"adapter folder {folder} has scaling {file_scaling:g} (alpha {alpha}, rslora "
@@ -685,12 +692,12 @@ def load_adapter(model: nn.Module, folder: str, adapter_index: int = 0, check_ba
     with open(weights_path, "rb") as f:
         blob = f.read()
     if meta.get("weights_sha256") and hashlib.sha256(blob).hexdigest() != meta["weights_sha256"]:
-        raise NanosealError(f"adapter folder {folder}: {WEIGHTS_NAME} does not match the sha256 in {META_NAME} "
-                            "(corrupt or half-overwritten)")
+        raise NanosealError(f"adapter folder {folder}: {WEIGHTS_NAME} does not match the sha256 in "
+                            f"{META_NAME} (corrupt or half-overwritten)")
     try:
         tensors = safetensors_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as e:
-        raise NanosealError(f"adapter folder {folder}: {WEIGHTS_NAME} is not a valid safetensors file ({e})") from None
+        raise NanosealError(f"adapter folder {folder}: {WEIGHTS_NAME} is unreadable ({e})") from None
     if check_base:
         expected = meta.get("base_fingerprint")
         if not isinstance(expected, str):
@@ -721,12 +728,12 @@ MB = 1e6  # decimal megabytes, as the seed's estimate
 
 
 def lora_info(config: GPTConfig, rank: int = 16, targets=None) -> dict:
-    """Trainable parameters per target and in total, % of base params, and memory (bytes), from a meta-device GPT."""
+    """Trainable parameters per target and in total, % of base params, memory (bytes); meta-device GPT."""
     with torch.device("meta"):
         model = GPT(config)
     base_params = model.num_params()
     apply_lora(model, rank=rank, targets=targets)
-    per_target: dict[str, dict] = {t: {"modules": 0, "params": 0, "shapes": []} for t in _normalise_targets(targets)}
+    per_target = {t: {"modules": 0, "params": 0, "shapes": []} for t in _normalise_targets(targets)}
     for layer in lora_layers(model).values():
         entry = per_target[layer.target]
         entry["modules"] += 1
@@ -762,7 +769,8 @@ def add_lora_info_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab-size", type=int, default=None)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--targets", nargs="+", default=None,
-                        help=f"module-path suffixes (default: {' '.join(DEFAULT_TARGETS)}); 'seal' = SEAL's four")
+                        help=f"module-path suffixes (default: {' '.join(DEFAULT_TARGETS)}); "
+                             "'seal' = SEAL's c_q c_v c_fc mlp.c_proj")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
 
 
@@ -795,15 +803,17 @@ def lora_info_main(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     c = info["config"]
-    print(f"LoRA rank {info['rank']} on GPT n_layer={c['n_layer']} n_embd={c['n_embd']} n_head={c['n_head']} "
-          f"n_kv_head={c['n_kv_head']} vocab={c['vocab_size']} ({info['base_params'] / 1e6:.1f}M base params)")
+    print(f"LoRA rank {info['rank']} on GPT n_layer={c['n_layer']} n_embd={c['n_embd']} "
+          f"n_head={c['n_head']} n_kv_head={c['n_kv_head']} vocab={c['vocab_size']} "
+          f"({info['base_params'] / 1e6:.1f}M base params)")
     print(f"{'target':<14}{'modules':>8}{'in x out':>14}{'params':>14}")
     for target, e in info["per_target"].items():
         print(f"{target:<14}{e['modules']:>8}{','.join(e['shapes']):>14}{e['params']:>14,}")
-    print(f"{'total':<14}{'':>8}{'':>14}{info['total_params']:>14,}  ({info['percent_of_base']:.2f}% of base)")
-    print(f"memory (MB = 1e6 bytes): weights fp32 {info['bytes_fp32'] / MB:.1f}, bf16 {info['bytes_bf16'] / MB:.1f}; "
-          f"AdamW state fp32 {info['bytes_adamw_state_fp32'] / MB:.1f}; "
-          f"training total (weights + grads + AdamW, fp32) {info['bytes_train_fp32'] / MB:.1f}")
+    total, pct = info["total_params"], info["percent_of_base"]
+    print(f"{'total':<14}{'':>8}{'':>14}{total:>14,}  ({pct:.2f}% of base params)")
+    print(f"memory (MB = 1e6 bytes): weights fp32 {info['bytes_fp32'] / MB:.1f}, "
+          f"bf16 {info['bytes_bf16'] / MB:.1f}; AdamW state fp32 {info['bytes_adamw_state_fp32'] / MB:.1f}; "
+          f"training (weights + grads + AdamW, fp32) {info['bytes_train_fp32'] / MB:.1f}")
     return 0
 
 

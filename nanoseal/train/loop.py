@@ -13,7 +13,6 @@ than a row are truncated. Every `save_every` steps and at the end a checkpoint (
 data position) is written atomically; calling train() again with the same checkpoint_dir resumes.
 """
 
-import math
 import os
 import time
 from collections.abc import Iterator
