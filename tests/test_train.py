@@ -31,12 +31,13 @@ def test_training_lowers_loss_and_resume_is_exact(tmp_path, tokenizer):
     summary = train(model_a, documents(), cfg, str(tmp_path / "a"), meta={})
     assert summary["step"] == 6 and summary["loss"] < start
     # the same run in two halves, the second resuming from the first's checkpoint
-    model_b = make_tiny_model(vocab_size=tokenizer.get_vocab_size())
-    train(model_b, documents(), TrainConfig(**{**cfg.__dict__, "max_steps": 3}), str(tmp_path / "base_checkpoints" / "b"), meta={})
+    half = TrainConfig(**{**cfg.__dict__, "max_steps": 3})
+    ckpt = str(tmp_path / "base_checkpoints" / "b")
+    train(make_tiny_model(vocab_size=tokenizer.get_vocab_size()), documents(), half, ckpt, meta={})
     model_c = make_tiny_model(vocab_size=tokenizer.get_vocab_size(), seed=123)  # different init: must be overwritten
-    train(model_c, documents(), cfg, str(tmp_path / "base_checkpoints" / "b"), meta={})
+    train(model_c, documents(), cfg, ckpt, meta={})
     for (k, a), c in zip(model_a.state_dict().items(), model_c.state_dict().values()):
         torch.testing.assert_close(a, c, rtol=0, atol=1e-6, msg=k)
     tokenizer.save(str(tmp_path / "tokenizer"))
-    loaded, _, meta = load_model(str(tmp_path / "base_checkpoints" / "b"))
+    loaded, _, meta = load_model(ckpt)
     assert meta["step"] == 6 and meta["train_state"]["final"]

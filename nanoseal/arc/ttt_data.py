@@ -18,7 +18,8 @@ process_task_for_ttt), driven by a self-edit's four augmentation flags:
 
     from nanoseal.arc.ttt_data import make_ttt_data
     examples, stats = make_ttt_data(task, AugmentationFlags(basic=True, size=False, chain=False,
-                                    repeat=True), count_tokens=tok.count, max_tokens=2048)
+                                    repeat=True), count_tokens=lambda s: len(tok.encode(s)),
+                                    max_tokens=2048)
     conv = examples[0].conversation   # tokenizer.render_conversation(conv, train_on=...)
 """
 
