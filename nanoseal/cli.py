@@ -17,6 +17,7 @@ from nanoseal.common import NanosealError
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
     from nanoseal import chat
+    from nanoseal.arc import cli as arc_cli
     from nanoseal.train import pretrain
 
     parser = argparse.ArgumentParser(prog="nanoseal", description=__doc__.split("\n\n")[0].strip("` \n"))
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="train a tokenizer and a tiny GPT on ARC tasks, then sample from it")
     pretrain.add_args(p)
     p.set_defaults(func=pretrain.run)
+
+    arc_cli.register(sub)
     return parser
 
 
