@@ -153,3 +153,29 @@ class Engine:
             if all(completed):
                 break
         return results, masks
+
+
+@torch.inference_mode()
+def greedy_rows(model, tokens: list[int], n_rows: int, max_tokens: int, stop_ids: set[int]) -> list[list[int]]:
+    """Greedy continuations of one prompt in n_rows rows that may differ (e.g. each routed to its own LoRA
+    adapter), so the prompt is prefilled in every row rather than once and replicated. Stop ids excluded."""
+    device = model.get_device()
+    cfg = model.config
+    cache = KVCache(n_rows, cfg.n_kv_head, len(tokens) + max_tokens, cfg.n_embd // cfg.n_head, cfg.n_layer)
+    ids = torch.tensor([tokens] * n_rows, dtype=torch.long, device=device)  # (R, T)
+    logits = model(ids, kv_cache=cache)[:, -1, :]  # (R, V)
+    out = [[] for _ in range(n_rows)]
+    done = [False] * n_rows
+    for step in range(max_tokens):
+        nxt = torch.argmax(logits, dim=-1, keepdim=True)  # (R, 1)
+        for r, tok in enumerate(nxt[:, 0].tolist()):
+            if done[r]:
+                continue
+            if tok in stop_ids:
+                done[r] = True
+            else:
+                out[r].append(tok)
+        if all(done) or step == max_tokens - 1 or cache.get_pos() >= model.rotary_seq_len:
+            break
+        logits = model(nxt, kv_cache=cache)[:, -1, :]
+    return out
