@@ -239,7 +239,10 @@ def run_ttt(model, tokenizer, task: Task, self_edits: list, cfg: TTTConfig, seed
     if not trained and not include_base:
         return results, None
     pad = tokenizer.get_bos_token_id()
-    apply_lora(model, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets), n_adapters=max(1, len(trained)))
+    with torch.random.fork_rng(devices=[]):  # adapter init from the run's seed, not the global RNG state
+        torch.manual_seed(seed)
+        apply_lora(model, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets),
+                   n_adapters=max(1, len(trained)))
     try:
         if trained:
             t0 = time.time()
