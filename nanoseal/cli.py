@@ -16,7 +16,7 @@ from nanoseal.common import NanosealError
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
-    from nanoseal import chat
+    from nanoseal import chat, lora
     from nanoseal.arc import cli as arc_cli
     from nanoseal.train import pretrain
 
@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="train a tokenizer and a tiny GPT on ARC tasks, then sample from it")
     pretrain.add_args(p)
     p.set_defaults(func=pretrain.run)
+
+    p = sub.add_parser("lora-info", help="LoRA trainable parameter counts and memory for a GPT config")
+    lora.add_lora_info_args(p)
+    p.set_defaults(func=lora.lora_info_main)
 
     arc_cli.register(sub)
     return parser

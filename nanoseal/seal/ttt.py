@@ -56,6 +56,7 @@ class TTTConfig:
     weight_decay: float = 0.0
     style: str = "compact"
     colour_views: int = 0  # colour-permuted copies of the 7 geometric inference views
+    max_views: int | None = None  # use only the first n inference views (identity first); None = all
     max_seq_len: int | None = None  # default: the model's sequence_len
     batched: bool = True  # all K adapters in one pass per step, else one after another
     dtype: str = "auto"
@@ -169,7 +170,7 @@ def predict(model, tokenizer, task: Task, rows: list[int], cfg: TTTConfig, max_l
     hash_ids = tokenizer.encode("#")
     if len(hash_ids) == 1:
         stop_ids.add(hash_ids[0])  # the answer footer: nothing after it is parsed
-    views = inference_views(cfg.colour_views, seed=seed)
+    views = inference_views(cfg.colour_views, seed=seed)[: cfg.max_views]
     route = torch.tensor(rows, device=device)
     attempts = [[] for _ in rows]
     for t in range(len(task.test)):
