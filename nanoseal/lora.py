@@ -130,22 +130,28 @@ class LoRALinear(nn.Module):
         else:
             k = route.uniform
         h = self.dropout(x)
-        if not torch.is_autocast_enabled(x.device.type):
+        autocast = torch.is_autocast_enabled(x.device.type)
+        fused = autocast or y.dtype == self.lora_A.dtype  # the add can happen inside the GEMM
+        if not autocast:
             h = h.to(self.lora_A.dtype)
         if k is not None:  # every row uses the same adapter (or the base): plain matmuls
             if k < 0:
                 return y
-            h = F.linear(h, self.lora_A[k]) * self.scaling  # (..., r)
-            return y + F.linear(h, self.lora_B[k]).to(y.dtype)  # (..., out)
+            h = F.linear(h, self.lora_A[k]).reshape(-1, self.rank)  # (N, r)
+            if fused:  # y + scale * h @ B^T in one GEMM
+                return torch.addmm(y.reshape(-1, self.out_features), h, self.lora_B[k].t(),
+                                   alpha=self.scaling).view(y.shape)
+            return y + (F.linear(h, self.lora_B[k]) * self.scaling).view(y.shape).to(y.dtype)
         B = x.size(0)
         assert route.index.numel() == B, f"routing has {route.index.numel()} rows, the batch has {B}"
         h = h.reshape(B, -1, self.in_features)  # (B, T, in)
-        A = self.lora_A[route.gather]  # (B, r, in)
-        Bm = self.lora_B[route.gather]  # (B, out, r)
+        A = self.lora_A.index_select(0, route.gather)  # (B, r, in)
+        Bm = self.lora_B.index_select(0, route.gather).transpose(1, 2)  # (B, r, out)
         h = torch.bmm(h, A.transpose(1, 2))  # (B, T, r)
-        h = h * (route.mask * self.scaling).to(h.dtype)  # zero on base rows
-        delta = torch.bmm(h, Bm.transpose(1, 2))  # (B, T, out)
-        return y + delta.view(y.shape).to(y.dtype)
+        h = h * route.mask.to(h.dtype)  # zero on base rows
+        if fused:
+            return torch.baddbmm(y.reshape(B, -1, self.out_features), h, Bm, alpha=self.scaling).view(y.shape)
+        return y + (torch.bmm(h, Bm) * self.scaling).view(y.shape).to(y.dtype)
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, rank={self.rank}, alpha={self.alpha}, "
@@ -176,13 +182,6 @@ def _normalise_targets(targets) -> list[str]:
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     """Module path -> LoRALinear, in module order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
-
-
-def _first_layer(model: nn.Module) -> LoRALinear:
-    layers = lora_layers(model)
-    if not layers:
-        raise NanosealError("the model has no LoRA layers: call apply_lora(model, ...) first")
-    return next(iter(layers.values()))
 
 
 def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
@@ -285,9 +284,9 @@ def remove_lora(model: nn.Module, merge: bool = False, adapter_index: int = 0) -
 def lora_disabled(model: nn.Module):
     """Run the base model: every LoRA layer skips its adapters inside the block."""
     layers = list(lora_layers(model).values())
+    assert all(layer.merged_index is None for layer in layers), "cannot disable a merged adapter: unmerge it"
     previous = [layer.disabled for layer in layers]
     for layer in layers:
-        assert layer.merged_index is None, "cannot disable a merged adapter: unmerge_lora(model) first"
         layer.disabled = True
     try:
         yield model
@@ -466,10 +465,12 @@ class MultiAdapterAdamW(torch.optim.Optimizer):
             return torch.zeros(K)
         device = params[0].device
         # per-adapter gradient norms over all of that adapter's layers (torch's clip_grad_norm_, per adapter)
-        norms = torch.stack([torch.linalg.vector_norm(p.grad.flatten(1).float(), dim=1)
+        norm_dtype = torch.promote_types(params[0].dtype, torch.float32)
+        norms = torch.stack([torch.linalg.vector_norm(p.grad.flatten(1).to(norm_dtype), dim=1)
                              for p in params])  # (P, K)
         grad_norm = torch.linalg.vector_norm(norms, dim=0)  # (K,)
-        max_norm = torch.tensor([math.inf if m is None else m for m in g["max_grad_norm"]], device=device)
+        max_norm = torch.tensor([math.inf if m is None else m for m in g["max_grad_norm"]], dtype=norm_dtype,
+                                device=device)
         clip = (max_norm / (grad_norm + 1e-6)).clamp(max=1.0)  # (K,)
         if not any(active):
             return grad_norm
