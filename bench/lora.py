@@ -10,7 +10,7 @@ LoRA training speed, measured in one run on one machine:
    adapters (the script prints the max difference). The batched mode sorts the rows of a step by
    length and packs them into micro-batches under a token budget, so padding does not eat the gain.
 
-    python bench/lora.py                                  # CPU defaults, about a minute on 2 cores
+    python bench/lora.py                                  # CPU defaults, under 2 minutes on 2 cores
     python bench/lora.py --device cuda --n-layer 12 --n-embd 768 --micro-tokens 16384
 
 The model is randomly initialised and the tokens are random: speed does not depend on them.
@@ -18,6 +18,7 @@ The model is randomly initialised and the tokens are random: speed does not depe
 
 import argparse
 import math
+import os
 import random
 import statistics
 import time
@@ -302,10 +303,12 @@ def main():
                        n_head=args.n_head, n_kv_head=args.n_head, n_embd=args.n_embd)
     print(f"model: {args.n_layer} layers, width {args.n_embd}, {args.n_head} heads, vocab {args.vocab_size}; "
           f"LoRA rank {args.rank}; device {device}, {args.threads} threads, torch {torch.__version__}")
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     bench_lora_vs_full(args, config, device)
     bench_k_at_once(args, config, device)
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average before the run {load0:.1f} on "
+          f"{os.cpu_count()} cores (well above 0: other processes shared the machine, timings are noisy)")
 
 
 if __name__ == "__main__":

@@ -320,6 +320,10 @@ def test_inactive_adapter_and_reset():
         assert torch.equal(p[1], b[1]), "an inactive adapter gets no update and no weight decay"
         assert torch.all(opt.state[p]["exp_avg"][1] == 0) and torch.all(opt.state[p]["exp_avg_sq"][1] == 0)
     assert any(not torch.equal(p[0], b[0]) for p, b in zip(params, before))
+    restored = MultiAdapterAdamW(params, lr=0.0)  # state_dict round trip (resume)
+    restored.load_state_dict(opt.state_dict())
+    assert restored.steps == [1, 0, 1] and restored.current_lrs() == opt.current_lrs()
+    assert torch.equal(restored.state[params[0]]["exp_avg"], opt.state[params[0]]["exp_avg"])
     # reset adapter 0: identity again, fresh A, fresh optimizer state; adapter 2 untouched
     trained2 = [p[2].detach().clone() for p in params]
     A_before = model.transformer.h[0].attn.c_q.lora_A[0].detach().clone()

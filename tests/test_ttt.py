@@ -25,7 +25,7 @@ def test_batched_equals_sequential_and_base_is_untouched(setup):
     model, tokenizer, task = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
     edits = [edit(1e-3, 1), None, edit(5e-3, 2, basic=False, strategy="train_using_all_tokens")]
-    cfg = TTTConfig(n_max=6, rank=4, alpha=8, max_views=2)
+    cfg = TTTConfig(n_max=6, rank=4, alpha=8, max_views=2, batched=True)
     batched, base = run_ttt(model, tokenizer, task, edits, cfg, seed=0, include_base=True)
     sequential, _ = run_ttt(model, tokenizer, task, edits, TTTConfig(**{**cfg.__dict__, "batched": False}), seed=0)
     assert not lora_layers(model), "adapters must be removed after TTT"
@@ -45,7 +45,8 @@ def test_batched_equals_sequential_and_base_is_untouched(setup):
 
 def test_over_budget_edit_is_skipped(setup):
     model, tokenizer, task = setup
-    results, base = run_ttt(model, tokenizer, task, [edit(1e-3, 10)], TTTConfig(n_max=8, max_steps=5, max_views=1), seed=0)
+    cfg = TTTConfig(n_max=8, max_steps=5, max_views=1)
+    results, base = run_ttt(model, tokenizer, task, [edit(1e-3, 10)], cfg, seed=0)
     assert results[0].skipped.startswith("40 steps over the budget of 5")
     assert results[0].reward == 0 and base is None
 

@@ -4,10 +4,11 @@ Test-time training: self-edits -> TTT data -> LoRA adapters -> augmented predict
     results = run_ttt(model, tokenizer, task, self_edits, TTTConfig(), seed=0)
 
 `model` is a plain GPT; K self-edits of one task are trained as K stacked LoRA adapters (nanoseal.lora).
-With `batched=True` every optimizer step feeds one batch holding each still-active adapter's rows, each
-routed to its adapter; with `batched=False` the adapters are trained one after another through the
-same code (one active adapter at a time). Both compute the same thing: per-adapter data order, learning
-rate, warmup + cosine schedule, gradient clipping, AdamW state and step count (tests check it).
+With `batched=True` (the default on CUDA) every optimizer step feeds one batch holding each still-active
+adapter's rows, each routed to its adapter; with `batched=False` (the default on CPU, where bench/lora.py
+measured the batched pass 0.94x as fast) the adapters are trained one after another through the same
+code (one active adapter at a time). Both compute the same thing: per-adapter data order, learning rate,
+warmup + cosine schedule, gradient clipping, AdamW state and step count (tests check it).
 
 Evaluation: for each test input, the task is shown under each inference view (geometric views, and
 optionally colour permutations), the adapter greedily writes the answer grid, predictions are mapped back
@@ -58,7 +59,7 @@ class TTTConfig:
     colour_views: int = 0  # colour-permuted copies of the 7 geometric inference views
     max_views: int | None = None  # use only the first n inference views (identity first); None = all
     max_seq_len: int | None = None  # default: the model's sequence_len
-    batched: bool = True  # all K adapters in one pass per step, else one after another
+    batched: bool | None = None  # K adapters in one pass per step, or one after another; None = auto
     dtype: str = "auto"
     answer_margin: int = 8  # extra tokens allowed beyond the largest demonstration answer
 
@@ -121,7 +122,8 @@ def train_adapters(model, datasets: list[list[tuple[list[int], list[int]]]], lrs
             batches += [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         plans.append(batches)
     curves: list[list[float]] = [[] for _ in range(K)]
-    groups = [list(range(K))] if cfg.batched else [[k] for k in range(K)]
+    batched = cfg.batched if cfg.batched is not None else device.type == "cuda"  # bench/lora.py: 0.94x on CPU
+    groups = [list(range(K))] if batched else [[k] for k in range(K)]
     model.train()
     for group in groups:
         n_steps = max((len(plans[k]) for k in group), default=0)
