@@ -42,6 +42,7 @@ from nanoseal.lora import (
     per_adapter_loss,
     remove_lora,
 )
+from nanoseal.train.loop import pad_batch
 
 
 @dataclass
@@ -133,14 +134,7 @@ def train_adapters(model, datasets: list[list[tuple[list[int], list[int]]]], lrs
                 if step < len(plans[k]):
                     rows += [datasets[k][i] for i in plans[k][step]]
                     route += [k] * len(plans[k][step])
-            T = max(len(ids) for ids, _ in rows) - 1
-            inputs = torch.full((len(rows), T), pad_id, dtype=torch.long)
-            targets = torch.full((len(rows), T), -1, dtype=torch.long)
-            for r, (ids, mask) in enumerate(rows):
-                n = len(ids) - 1
-                inputs[r, :n] = torch.tensor(ids[:-1])
-                tgt = torch.tensor(ids[1:])
-                targets[r, :n] = torch.where(torch.tensor(mask[1:], dtype=torch.bool), tgt, -1)
+            inputs, targets = pad_batch(rows, pad_id)
             route_t = torch.tensor(route, device=device)
             with autocast_ctx(device, cfg.dtype):
                 loss, losses = per_adapter_loss(model, inputs.to(device), targets.to(device), route_t, K)

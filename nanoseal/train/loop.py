@@ -157,3 +157,16 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
     save(final=True)
     return {"step": step, "loss": loss_ema if loss_ema is not None else last_loss, "seconds": elapsed,
             "tokens": tokens_done}
+
+
+def pad_batch(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One (inputs (B, T), targets (B, T)) batch of documents, each in its own row, padded at the end
+    (targets -1 on padding and where the mask is 0); T = the longest document - 1."""
+    T = max(len(ids) for ids, _ in rows) - 1
+    inputs = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    targets = torch.full((len(rows), T), -1, dtype=torch.long)
+    for r, (ids, mask) in enumerate(rows):
+        n = len(ids) - 1
+        inputs[r, :n] = torch.tensor(ids[:-1])
+        targets[r, :n] = torch.where(torch.tensor(mask[1:], dtype=torch.bool), torch.tensor(ids[1:]), -1)
+    return inputs, targets
