@@ -16,8 +16,9 @@ from nanoseal.common import NanosealError
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
-    from nanoseal import chat, lora
+    from nanoseal import chat, lora, report
     from nanoseal.arc import cli as arc_cli
+    from nanoseal.seal import run as seal_run
     from nanoseal.train import pretrain
 
     parser = argparse.ArgumentParser(prog="nanoseal", description=__doc__.split("\n\n")[0].strip("` \n"))
@@ -35,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lora-info", help="LoRA trainable parameter counts and memory for a GPT config")
     lora.add_lora_info_args(p)
     p.set_defaults(func=lora.lora_info_main)
+
+    p = sub.add_parser("seal", help="the SEAL loop: self-edits, TTT, ReST-EM rounds, baselines (resumable)")
+    seal_run.add_args(p)
+    p.set_defaults(func=seal_run.run)
+
+    p = sub.add_parser("report", help="write report.md + plots/*.png for a seal run directory")
+    report.add_args(p)
+    p.set_defaults(func=report.run)
 
     arc_cli.register(sub)
     return parser

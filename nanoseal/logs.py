@@ -154,9 +154,9 @@ def render_line(event: dict) -> str:
     return line
 
 
-def _append_line(path: str, line: str) -> None:
-    """Append one line with a single O_APPEND write, then fsync (and fsync the folder when the file is new)."""
-    data = (line + "\n").encode("utf-8")
+def append_lines(path: str, lines: list[str]) -> None:
+    """Append lines with a single O_APPEND write, then fsync (and fsync the folder when the file is new)."""
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
     created = not os.path.exists(path)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -202,8 +202,8 @@ class EventLog:
         check_phase(event["db_phase"])
         line = json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str)
         with self._lock:
-            _append_line(self.jsonl_path, line)
-            _append_line(self.human_path, render_line(event))
+            append_lines(self.jsonl_path, [line])
+            append_lines(self.human_path, [render_line(event)])
 
 
 class EventLogHandler(logging.Handler):
@@ -240,28 +240,32 @@ class EventLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def scan_events(run_dir: str) -> tuple[list[dict], int]:
-    """(events, skipped) from <run_dir>/events.jsonl: lines that are not a whole JSON object (a truncated last
-    line after a crash) are skipped and counted. A missing file gives ([], 0)."""
-    path = os.path.join(str(run_dir), JSONL_NAME)
+def read_jsonl(path: str) -> tuple[list[dict], int]:
+    """(objects, skipped) of a JSONL file: lines that are not a whole JSON object (a truncated last line
+    after a crash) are skipped and counted. A missing file gives ([], 0)."""
     if not os.path.exists(path):
         return [], 0
     with open(path, "rb") as f:
         data = f.read()
-    events, skipped = [], 0
+    rows, skipped = [], 0
     for raw in data.split(b"\n"):
         if not raw.strip():
             continue
         try:
-            event = json.loads(raw.decode("utf-8"))
+            row = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             skipped += 1
             continue
-        if not isinstance(event, dict):
+        if not isinstance(row, dict):
             skipped += 1
             continue
-        events.append(event)
-    return events, skipped
+        rows.append(row)
+    return rows, skipped
+
+
+def scan_events(run_dir: str) -> tuple[list[dict], int]:
+    """(events, skipped) from <run_dir>/events.jsonl (see read_jsonl)."""
+    return read_jsonl(os.path.join(str(run_dir), JSONL_NAME))
 
 
 def read_events(run_dir: str) -> list[dict]:

@@ -119,7 +119,7 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                summary["loss_curve"].append(round(float(loss), 5))
+                summary["loss_curve"].append(round(loss.item(), 5))
                 step += 1
     except BaseException:
         remove_lora(model, merge=False)  # a failed update leaves the policy as it was

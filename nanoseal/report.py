@@ -1,0 +1,431 @@
+"""
+Run report of a `nanoseal seal` run directory: `report.md` plus `plots/*.png`.
+
+    nanoseal report RUN_DIR
+    python -c "from nanoseal.report import write_report; print(write_report('RUN_DIR'))"
+
+Reads `RUN_DIR/results.json` (required: per-method scores, per-round ReST-EM stats, config, seed,
+skipped tasks, extensions) and `RUN_DIR/selfedits.jsonl` (optional: one row per sampled self-edit;
+a truncated last line, as left by a crash mid-write, is skipped). Writes, atomically:
+
+- `report.md`: config summary, baselines table, success rate per round, chosen self-edit settings per
+  round, invalid-edit rate with the commonest reasons, per-task adapter deltas (adapted vs base NLL),
+  time breakdown per method, forgetting check per round, skipped tasks;
+- `plots/success_per_round.png`, `plots/selfedit_settings.png`, `plots/time_breakdown.png`
+  (matplotlib, Agg canvas; each PNG is rendered in memory and written through a temp file + rename).
+
+Every number in the report is computed from those files. A missing run dir, or a missing or corrupt
+`results.json`, raises NanosealError with a one-line message naming the path.
+"""
+
+import argparse
+import io
+import json
+import os
+from collections import Counter, defaultdict
+
+from nanoseal.common import NanosealError, atomic_write_bytes, atomic_write_text
+
+METHOD_ORDER = ["icl", "ttt_selfedit_round0", "ttt_fixed", "seal", "oracle"]
+METHOD_LABELS = {
+    "icl": "ICL (no adaptation)",
+    "ttt_selfedit_round0": "TTT, self-edits of the un-trained policy",
+    "ttt_fixed": "TTT, fixed default recipe",
+    "seal": "SEAL (trained policy)",
+    "oracle": "Oracle (upper bound)",
+}
+AUG_FLAGS = ["use_basic_augmentations", "use_size_augmentations", "use_chain_augmentations",
+             "use_repeat_augmentations"]
+TIME_KEYS = ["sample", "ttt", "eval"]
+NOT_CHOSEN = {"icl", "ttt_fixed", "oracle"}  # methods whose recipe is not sampled from the policy
+NA = "–"
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_results(run_dir: str) -> dict:
+    """Read and check results.json of a run dir; NanosealError names the file when it is missing/corrupt."""
+    if not os.path.isdir(run_dir):
+        raise NanosealError(f"run directory not found: {run_dir}")
+    path = os.path.join(run_dir, "results.json")
+    if not os.path.isfile(path):
+        raise NanosealError(f"missing results file: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            results = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NanosealError(f"corrupt results file {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(results, dict):
+        raise NanosealError(f"corrupt results file {path}: expected a JSON object, got {type(results).__name__}")
+    for key, typ in (("methods", dict), ("rounds", list), ("config", dict), ("skipped_tasks", list),
+                     ("extensions", list)):
+        if key in results and results[key] is not None and not isinstance(results[key], typ):
+            raise NanosealError(f"corrupt results file {path}: field '{key}' should be a {typ.__name__}")
+    return results
+
+
+def load_selfedits(run_dir: str) -> list[dict]:
+    """Rows of selfedits.jsonl (empty if absent); a truncated last line is skipped, a bad middle line is an error."""
+    path = os.path.join(run_dir, "selfedits.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if i == len(lines) - 1:
+                break  # truncated last line from an interrupted append
+            raise NanosealError(f"corrupt line {i + 1} in {path}: {str(e).splitlines()[0]}") from None
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _pct(x) -> str:
+    """A fraction as a percentage with one decimal, or a dash."""
+    return NA if x is None else f"{100.0 * float(x):.1f}%"
+
+
+def _num(x, fmt: str = ".4f") -> str:
+    """A number formatted, or a dash for None."""
+    return NA if x is None else format(float(x), fmt)
+
+
+def _cell(x) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    """Markdown table lines."""
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _mean(xs: list) -> float | None:
+    """Mean of a list, None when empty."""
+    return sum(xs) / len(xs) if xs else None
+
+
+def _method_order(names) -> list[str]:
+    """Known methods in canonical order, then any others sorted."""
+    names = list(names)
+    return [m for m in METHOD_ORDER if m in names] + sorted(m for m in names if m not in METHOD_ORDER)
+
+
+def _valid_edit(row: dict) -> dict | None:
+    """The row's self-edit when it is a parsed dict, else None."""
+    se = row.get("self_edit")
+    return se if isinstance(se, dict) else None
+
+
+def _save_fig(fig, path: str) -> None:
+    """Render a matplotlib Figure to PNG in memory and write it atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- computations
+
+def selfedit_settings_by_round(rows: list[dict]) -> dict[int, dict]:
+    """Per round: sampled/valid counts, augmentation flag fractions, strategy/lr/epochs counts, invalid reasons."""
+    out: dict[int, dict] = {}
+    for row in rows:
+        if row.get("method") in NOT_CHOSEN:
+            continue
+        r = int(row.get("round", 0))
+        s = out.setdefault(r, {"n": 0, "valid": 0, "flags": Counter(), "strategy": Counter(), "lr": Counter(),
+                               "epochs": Counter(), "reasons": Counter()})
+        s["n"] += 1
+        se = _valid_edit(row)
+        if se is None:
+            s["reasons"][row.get("reason") or "unknown"] += 1
+            continue
+        s["valid"] += 1
+        dg, tr = se.get("data_generation") or {}, se.get("training") or {}
+        for flag in AUG_FLAGS:
+            s["flags"][flag] += bool(dg.get(flag))
+        s["strategy"][str(tr.get("strategy"))] += 1
+        if tr.get("learning_rate") is not None:
+            s["lr"][float(tr["learning_rate"])] += 1
+        if tr.get("num_train_epochs") is not None:
+            s["epochs"][int(tr["num_train_epochs"])] += 1
+    return dict(sorted(out.items()))
+
+
+def per_task_stats(rows: list[dict]) -> list[dict]:
+    """Per (task, method): n, mean reward, best cell accuracy, mean base/adapted NLL (paired rows) and delta."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(str(row.get("task")), str(row.get("method")))].append(row)
+    out = []
+    for (task, method), g in groups.items():
+        cells = [float(r["cell_accuracy"]) for r in g if r.get("cell_accuracy") is not None]
+        paired = [r for r in g if r.get("nll") is not None and r.get("base_nll") is not None]
+        base = _mean([float(r["base_nll"]) for r in paired])
+        adapted = _mean([float(r["nll"]) for r in paired])
+        out.append({
+            "task": task, "method": method, "n": len(g),
+            "mean_reward": _mean([float(r.get("reward") or 0) for r in g]),
+            "best_cell_accuracy": max(cells) if cells else None,
+            "base_nll": base, "adapted_nll": adapted,
+            "delta_nll": None if base is None else adapted - base,
+        })
+    rank = {m: i for i, m in enumerate(_method_order({s["method"] for s in out}))}
+    return sorted(out, key=lambda s: (s["task"], rank[s["method"]]))
+
+
+def time_by_method(rows: list[dict]) -> dict[str, dict]:
+    """Per method: row count and summed sample/ttt/eval seconds."""
+    out: dict[str, dict] = {}
+    for row in rows:
+        m = str(row.get("method"))
+        t = out.setdefault(m, {"n": 0, **{k: 0.0 for k in TIME_KEYS}})
+        t["n"] += 1
+        secs = row.get("seconds") or {}
+        for k in TIME_KEYS:
+            t[k] += float(secs.get(k) or 0.0)
+    return {m: out[m] for m in _method_order(out)}
+
+
+# ----------------------------------------------------------------------------- plots
+
+def plot_success_per_round(rounds: list[dict], methods: dict, path: str) -> None:
+    """Line plot of success rate per ReST-EM round, with baselines as horizontal lines."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    xs = [int(r.get("round", i)) for i, r in enumerate(rounds)]
+    ys = [100.0 * float(r.get("success_rate") or 0.0) for r in rounds]
+    ax.plot(xs, ys, marker="o", label="ReST-EM round")
+    for m in _method_order(methods):
+        if m != "seal" and methods[m].get("success_rate") is not None:
+            ax.axhline(100.0 * float(methods[m]["success_rate"]), linestyle="--", linewidth=1,
+                       label=METHOD_LABELS.get(m, m), color=f"C{1 + _method_order(methods).index(m)}")
+    ax.set_xlabel("round")
+    ax.set_ylabel("success rate (%)")
+    ax.set_xticks(xs)
+    ax.set_title("Success rate per round")
+    ax.legend(fontsize=7)
+    _save_fig(fig, path)
+
+
+def plot_selfedit_settings(settings: dict[int, dict], path: str) -> None:
+    """Four panels: augmentation flag fractions, strategy split, learning-rate and epochs histograms per round."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 7))
+    axes = fig.subplots(2, 2)
+    rounds = list(settings)
+    width = 0.8 / max(1, len(rounds))
+    ax = axes[0][0]
+    for j, r in enumerate(rounds):
+        s = settings[r]
+        fr = [s["flags"][f] / s["valid"] if s["valid"] else 0.0 for f in AUG_FLAGS]
+        ax.bar([i + j * width for i in range(len(AUG_FLAGS))], fr, width, label=f"round {r}")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(AUG_FLAGS))])
+    ax.set_xticklabels([f.split("_")[1] for f in AUG_FLAGS])
+    ax.set_ylim(0, 1)
+    ax.set_title("augmentation flag on (fraction of valid edits)")
+    ax.legend(fontsize=7)
+    ax = axes[0][1]
+    strategies = sorted({k for s in settings.values() for k in s["strategy"]})
+    bottoms = [0.0] * len(rounds)
+    for st in strategies:
+        vals = [settings[r]["strategy"][st] for r in rounds]
+        ax.bar([str(r) for r in rounds], vals, bottom=bottoms, label=st)
+        bottoms = [b + v for b, v in zip(bottoms, vals)]
+    ax.set_title("training strategy (count)")
+    ax.set_xlabel("round")
+    if strategies:
+        ax.legend(fontsize=7)
+    for ax, key, title in ((axes[1][0], "lr", "learning rate"), (axes[1][1], "epochs", "epochs")):
+        values = sorted({v for s in settings.values() for v in s[key]})
+        for j, r in enumerate(rounds):
+            ax.bar([i + j * width for i in range(len(values))], [settings[r][key][v] for v in values], width,
+                   label=f"round {r}")
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(values))])
+        ax.set_xticklabels([f"{v:g}" for v in values], fontsize=7)
+        ax.set_title(f"{title} (count of valid edits)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def plot_time_breakdown(times: dict[str, dict], path: str) -> None:
+    """Stacked bars of total sample/ttt/eval seconds per method."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    names = list(times)
+    bottoms = [0.0] * len(names)
+    for k in TIME_KEYS:
+        vals = [times[m][k] for m in names]
+        ax.bar(names, vals, bottom=bottoms, label=k)
+        bottoms = [b + v for b, v in zip(bottoms, vals)]
+    ax.set_ylabel("seconds (sum)")
+    ax.set_title("Time breakdown per method")
+    ax.legend()
+    _save_fig(fig, path)
+
+
+# ----------------------------------------------------------------------------- report
+
+def _config_lines(results: dict) -> list[str]:
+    """Config summary, seed and extensions."""
+    out = ["## Configuration", ""]
+    out.append(f"- seed: `{results.get('seed', NA)}`")
+    for key, val in sorted((results.get("config") or {}).items()):
+        shown = val if isinstance(val, (str, int, float, bool)) or val is None else json.dumps(val, sort_keys=True)
+        out.append(f"- {key}: `{shown}`")
+    exts = results.get("extensions") or []
+    if exts:
+        out.append("- extensions enabled in this run: "
+                   + ", ".join(f"`{e}` (off by default)" for e in exts))
+    else:
+        out.append("- extensions: none (all off by default)")
+    return out + [""]
+
+
+def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) -> str:
+    """Compute every section, write the plots, and return the markdown text."""
+    methods = {m: v for m, v in (results.get("methods") or {}).items() if isinstance(v, dict)}
+    rounds = [r for r in (results.get("rounds") or []) if isinstance(r, dict)]
+    md = [f"# nanoseal run report: {os.path.basename(os.path.abspath(run_dir))}", ""]
+    md += _config_lines(results)
+
+    md += ["## Baselines", ""]
+    if methods:
+        md += _table(["method", "success rate", "tasks solved (any)", "tasks solved (majority)", "n_tasks",
+                      "n_pairs"],
+                     [[METHOD_LABELS.get(m, m), _pct(methods[m].get("success_rate")),
+                       methods[m].get("tasks_solved_any", NA), methods[m].get("tasks_solved_majority", NA),
+                       methods[m].get("n_tasks", NA), methods[m].get("n_pairs", NA)] for m in _method_order(methods)])
+    else:
+        md.append("No method results recorded.")
+    md.append("")
+
+    md += ["## Success rate per round", ""]
+    if rounds:
+        md += _table(["round", "success rate", "n_pairs", "n_kept", "ReST-EM loss"],
+                     [[r.get("round", i), _pct(r.get("success_rate")), r.get("n_pairs", NA), r.get("n_kept", NA),
+                       _num(r.get("restem_loss"))] for i, r in enumerate(rounds)])
+        plot_success_per_round(rounds, methods, os.path.join(plots_dir, "success_per_round.png"))
+        md += ["", "![success rate per round](plots/success_per_round.png)"]
+    else:
+        md.append("No rounds recorded.")
+    md.append("")
+
+    settings = selfedit_settings_by_round(rows)
+    md += ["## Chosen self-edit settings per round", ""]
+    if settings:
+        md.append("Self-edits sampled from the policy (fixed-recipe, grid and no-adaptation rows excluded); "
+                  "flags and histograms (`value×count`) are over valid (parsed) edits.")
+        md.append("")
+        md += _table(["round", "valid edits"] + [f.split("_")[1] + " aug on" for f in AUG_FLAGS]
+                     + ["strategy split", "learning rate histogram", "epochs histogram"],
+                     [[r, s["valid"]] + [_pct(s["flags"][f] / s["valid"]) if s["valid"] else NA for f in AUG_FLAGS]
+                      + [", ".join(f"{k} {v}" for k, v in sorted(s["strategy"].items())) or NA,
+                         ", ".join(f"{k:g}×{v}" for k, v in sorted(s["lr"].items())) or NA,
+                         ", ".join(f"{k}×{v}" for k, v in sorted(s["epochs"].items())) or NA]
+                      for r, s in settings.items()])
+        plot_selfedit_settings(settings, os.path.join(plots_dir, "selfedit_settings.png"))
+        md += ["", "![self-edit settings per round](plots/selfedit_settings.png)", "",
+               "### Invalid self-edits per round", ""]
+        md += _table(["round", "sampled", "invalid", "invalid rate", "most common reasons"],
+                     [[r, s["n"], s["n"] - s["valid"], _pct((s["n"] - s["valid"]) / s["n"]),
+                       "; ".join(f"{k} ({v})" for k, v in s["reasons"].most_common(3)) or NA]
+                      for r, s in settings.items()])
+    else:
+        md.append("No self-edits recorded (selfedits.jsonl missing or empty).")
+    md.append("")
+
+    md += ["## Per-task results (adapter performance deltas)", ""]
+    tasks = per_task_stats(rows)
+    if tasks:
+        md.append("NLL means are over rows with both a base and an adapted NLL; Δ = adapted − base "
+                  "(negative: the adapter helped).")
+        md.append("")
+        md += _table(["task", "method", "samples", "mean reward", "best cell accuracy", "mean base NLL",
+                      "mean adapted NLL", "Δ NLL"],
+                     [[t["task"], t["method"], t["n"], _num(t["mean_reward"], ".3f"),
+                       _num(t["best_cell_accuracy"], ".3f"), _num(t["base_nll"]), _num(t["adapted_nll"]),
+                       _num(t["delta_nll"], "+.4f")] for t in tasks])
+    else:
+        md.append("No per-task rows.")
+    md.append("")
+
+    md += ["## Time breakdown", ""]
+    times = time_by_method(rows)
+    if times:
+        md += _table(["method", "rows"] + [f"{k} s (sum)" for k in TIME_KEYS] + [f"{k} s (mean)" for k in TIME_KEYS]
+                     + ["total s"],
+                     [[m, t["n"]] + [_num(t[k], ".2f") for k in TIME_KEYS]
+                      + [_num(t[k] / t["n"], ".2f") for k in TIME_KEYS] + [_num(sum(t[k] for k in TIME_KEYS), ".2f")]
+                      for m, t in times.items()])
+        plot_time_breakdown(times, os.path.join(plots_dir, "time_breakdown.png"))
+        md += ["", "![time breakdown](plots/time_breakdown.png)"]
+    else:
+        md.append("No timings recorded.")
+    md.append("")
+
+    md += ["## Forgetting check", ""]
+    frows = []
+    for i, r in enumerate(rounds):
+        fg = r.get("forgetting")
+        if isinstance(fg, dict):
+            before, after = fg.get("before"), fg.get("after")
+            change = None if before is None or after is None else float(after) - float(before)
+            frows.append([r.get("round", i), _num(before), _num(after), _num(change, "+.4f"),
+                          "DEGRADED" if fg.get("degraded") else "ok"])
+        else:
+            frows.append([r.get("round", i), NA, NA, NA, "not measured"])
+    md += _table(["round", "loss before", "loss after", "change", "status"], frows) if frows else ["No rounds."]
+    md.append("")
+
+    md += ["## Skipped tasks", ""]
+    skipped = [s for s in (results.get("skipped_tasks") or []) if isinstance(s, dict)]
+    md += _table(["task", "reason"], [[s.get("task", NA), s.get("reason", NA)] for s in skipped]) if skipped \
+        else ["None."]
+    md.append("")
+    return "\n".join(md)
+
+
+def write_report(run_dir: str) -> str:
+    """Write RUN_DIR/report.md and RUN_DIR/plots/*.png; return the report path."""
+    results = load_results(run_dir)
+    rows = load_selfedits(run_dir)
+    plots_dir = os.path.join(run_dir, "plots")
+    os.makedirs(plots_dir, exist_ok=True)
+    text = build_report(run_dir, results, rows, plots_dir)
+    path = os.path.join(run_dir, "report.md")
+    atomic_write_text(path, text)
+    return path
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `nanoseal report`."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a `nanoseal seal` run directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    """CLI handler: write the report and print its path."""
+    print(write_report(args.run_dir))
+    return 0

@@ -1,0 +1,296 @@
+"""
+`nanoseal seal`: the whole SEAL few-shot loop in one resumable run directory.
+
+    nanoseal seal --checkpoint DIR --tasks gen-train --eval-tasks gen-eval --rounds 1 --self-edits 4 \\
+        --run-dir runs/demo --seed 0
+
+Rounds (training tasks): the policy samples K self-edits per task, each is scored by TTT (nanoseal.seal.ttt),
+the (prompt, self-edit) pairs with reward 1 are behaviour-cloned into the policy and merged (ReST-EM,
+nanoseal.seal.restem); rounds/<i>/policy/ holds the policy after round i (round 0 = the checkpoint).
+Evaluation (held-out tasks), methods as in the paper: icl (no adaptation), ttt_fixed (a fixed default
+recipe), ttt_selfedit_round0 (self-edits of the un-trained policy), seal (self-edits and TTT of the last
+round's policy) and oracle (best recipe of a grid: the upper bound). The same model writes the self-edits
+and is adapted by them.
+
+Run directory: config.json, selfedits.jsonl (one row per self-edit or baseline attempt), events.jsonl +
+events.log, rounds/<i>/policy/ and rounds/<i>/summary.json, results.json. Every write is atomic or a
+single fsynced append; re-running the same command resumes: rows already written are never redone or
+duplicated (each row has a key: phase, round, method, task, k), and a changed config is refused.
+(DESIGN.md puts the outer loop in restem.py; it lives here so restem.py stays the policy update alone.)
+"""
+
+import argparse
+import copy
+import json
+import os
+import time
+from dataclasses import asdict
+
+import torch
+from tqdm import tqdm
+
+from nanoseal.arc.prompts import few_shot_prompt
+from nanoseal.checkpoint import build_model, load_model, save_checkpoint
+from nanoseal.common import NanosealError, atomic_write_json, autodetect_device, get_base_dir
+from nanoseal.engine import Engine
+from nanoseal.logs import EventLog, append_lines, read_jsonl
+from nanoseal.report import write_report
+from nanoseal.seal.restem import RestemConfig, restem_update, select_pairs, sft_documents
+from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT, recipe_grid, sample_self_edits
+from nanoseal.seal.tasks import resolve_tasks
+from nanoseal.seal.ttt import TTTConfig, count_tokens_fn, run_ttt
+
+METHODS = ("icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "oracle")
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of `nanoseal seal`."""
+    parser.add_argument("--checkpoint", default=None, help="policy checkpoint (base dir, phase dir or folder)")
+    parser.add_argument("--source", default=None, choices=["base", "mid", "sft", "rl"])
+    parser.add_argument("--tasks", default="gen-train:1", help="training task SPEC (see nanoseal.seal.tasks)")
+    parser.add_argument("--eval-tasks", default="gen-eval:1", help="held-out task SPEC")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--self-edits", type=int, default=4, help="K self-edits sampled per task")
+    parser.add_argument("--run-dir", default=None, help="default: <base>/runs/seal-<timestamp>")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--n-max", type=int, default=250, help="TTT examples per self-edit at most")
+    parser.add_argument("--max-views", type=int, default=None, help="inference views used (default all 7)")
+    parser.add_argument("--lora-rank", type=int, default=16)
+    parser.add_argument("--restem-lr", type=float, default=5e-5)
+    parser.add_argument("--restem-epochs", type=int, default=8)
+    parser.add_argument("--no-oracle", action="store_true", help="skip the oracle's recipe grid")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+
+
+def run_config(args: argparse.Namespace) -> dict:
+    """What defines a run (compared on resume; run_dir and device excluded)."""
+    keys = ("checkpoint", "source", "tasks", "eval_tasks", "rounds", "self_edits", "seed", "temperature", "n_max",
+            "max_views", "lora_rank", "restem_lr", "restem_epochs", "no_oracle", "dtype")
+    return {k: getattr(args, k) for k in keys}
+
+
+def drop_partial_line(path: str) -> None:
+    """Cut a half-written last line (a crash mid-append) so the next append starts on a fresh line."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class Rows:
+    """selfedits.jsonl: keyed rows, appended durably, never duplicated."""
+
+    def __init__(self, path: str):
+        self.path = path
+        drop_partial_line(path)
+        rows, _ = read_jsonl(path)
+        self.rows, self.keys = [], set()
+        for r in rows:
+            if tuple(r["key"]) not in self.keys:
+                self.keys.add(tuple(r["key"]))
+                self.rows.append(r)
+
+    def done(self, key_prefix: tuple, k: int) -> bool:
+        """Whether all k rows of a (phase, round, method, task) group are written."""
+        return all(key_prefix + (i,) in self.keys for i in range(k))
+
+    def add(self, new_rows: list[dict]) -> None:
+        """Append the rows not yet present, in one write."""
+        fresh = [r for r in new_rows if tuple(r["key"]) not in self.keys]
+        if fresh:
+            append_lines(self.path, [json.dumps(r, sort_keys=True) for r in fresh])
+            for r in fresh:
+                self.keys.add(tuple(r["key"]))
+                self.rows.append(r)
+
+    def select(self, phase: str, rnd: int, method: str) -> list[dict]:
+        """The rows of one phase/round/method."""
+        return [r for r in self.rows if r["key"][:3] == [phase, rnd, method]]
+
+
+def edit_row(key: tuple, sample: dict | None, result, seconds_sample: float = 0.0, base_nll=None) -> dict:
+    """One selfedits.jsonl row."""
+    edit = sample["self_edit"] if sample else None
+    return {
+        "key": list(key), "round": key[1], "method": key[2], "task": key[3], "k": key[4],
+        "raw": sample["raw"] if sample else None, "reason": sample["reason"] if sample else None,
+        "self_edit": edit.to_json() if edit is not None else None,
+        "reward": result.reward, "solved": result.solved, "cell_accuracy": round(result.cell_accuracy, 5),
+        "nll": result.nll, "base_nll": base_nll, "n_examples": result.n_examples, "steps": result.steps,
+        "loss_curve": result.loss_curve, "attempts": result.attempts, "skipped": result.skipped,
+        "seconds": {"sample": round(seconds_sample, 3), "ttt": round(result.seconds_ttt, 3),
+                    "eval": round(result.seconds_eval, 3)},
+    }
+
+
+def fits(model, tokenizer, task, style: str) -> bool:
+    """Whether a task's test prompt fits the model's context with at least one demonstration."""
+    count = count_tokens_fn(tokenizer)
+    return all(few_shot_prompt(task, t, model.config.sequence_len, count, style).fits for t in range(len(task.test)))
+
+
+def selfedit_group(policy, tokenizer, task, key: tuple, K: int, args, ttt_cfg: TTTConfig, seed: int) -> list[dict]:
+    """Sample K self-edits from the policy for a task, TTT each on the policy, return K rows."""
+    t0 = time.time()
+    samples = sample_self_edits(Engine(policy, tokenizer), tokenizer, task, K, temperature=args.temperature,
+                                seed=seed, style=ttt_cfg.style, max_epochs=10)
+    sample_seconds = (time.time() - t0) / K
+    edits = [s["self_edit"] for s in samples]
+    results, base = run_ttt(policy, tokenizer, task, edits, ttt_cfg, seed=seed, include_base=True)
+    return [edit_row(key + (k,), samples[k], results[k], sample_seconds, base.nll) for k in range(K)]
+
+
+def recipe_group(model, tokenizer, task, key: tuple, recipes: list, ttt_cfg: TTTConfig, seed: int) -> list[dict]:
+    """TTT with fixed recipes (ttt_fixed, oracle): one row per recipe."""
+    results, base = run_ttt(model, tokenizer, task, recipes, ttt_cfg, seed=seed, include_base=True)
+    samples = [{"raw": r.canonical(), "self_edit": r, "reason": None} for r in recipes]
+    return [edit_row(key + (k,), samples[k], results[k], 0.0, base.nll) for k in range(len(recipes))]
+
+
+def icl_group(model, tokenizer, task, key: tuple, ttt_cfg: TTTConfig, seed: int) -> list[dict]:
+    """The un-adapted model's answer (in-context learning only): one row."""
+    _, base = run_ttt(model, tokenizer, task, [], ttt_cfg, seed=seed, include_base=True)
+    return [edit_row(key + (0,), None, base, 0.0, base.nll)]
+
+
+def summarise(rows: list[dict], tasks: list, per_task: int) -> dict:
+    """Success rate = correct (task, edit) pairs / (tasks x K); also tasks solved by any / by majority."""
+    by_task: dict[str, list[int]] = {t.id: [] for t in tasks}
+    for r in rows:
+        by_task.setdefault(r["task"], []).append(r["reward"])
+    n_pairs = len(tasks) * per_task
+    return {
+        "success_rate": sum(sum(v) for v in by_task.values()) / max(1, n_pairs),
+        "tasks_solved_any": sum(1 for v in by_task.values() if any(v)),
+        "tasks_solved_majority": sum(1 for v in by_task.values() if v and sum(v) * 2 > len(v)),
+        "n_tasks": len(tasks), "n_pairs": n_pairs,
+    }
+
+
+def load_round_policy(run_dir: str, rnd: int, device) -> torch.nn.Module | None:
+    """The saved policy after round rnd (None if not saved yet)."""
+    folder = os.path.join(run_dir, "rounds", str(rnd), "policy")
+    if not os.path.exists(os.path.join(folder, "meta_000000.json")):
+        return None
+    model, _ = build_model(folder, 0, device)
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `nanoseal seal`."""
+    device = autodetect_device(args.device)
+    run_dir = args.run_dir or os.path.join(get_base_dir(), "runs", time.strftime("seal-%Y%m%d-%H%M%S"))
+    os.makedirs(run_dir, exist_ok=True)
+    config = run_config(args)
+    config_path = os.path.join(run_dir, "config.json")
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            old = json.load(f)
+        changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        if changed:
+            raise NanosealError(f"{config_path}: this run was started with different settings ({', '.join(changed)});"
+                                " use another --run-dir or the original flags")
+    else:
+        atomic_write_json(config_path, config)
+    log = EventLog(run_dir)
+    model, tokenizer, meta = load_model(args.checkpoint or get_base_dir(), device=device, source=args.source)
+    style = "compact"
+    ttt_cfg = TTTConfig(rank=args.lora_rank, alpha=args.lora_rank, n_max=args.n_max, max_views=args.max_views,
+                        dtype=args.dtype, style=style)
+    restem_cfg = RestemConfig(learning_rate=args.restem_lr, epochs=args.restem_epochs, style=style, dtype=args.dtype)
+    skipped = []
+
+    def usable(tasks):
+        keep = []
+        for t in tasks:
+            if fits(model, tokenizer, t, style):
+                keep.append(t)
+            else:
+                skipped.append({"task": t.id, "reason": f"prompt does not fit {model.config.sequence_len} tokens"})
+                log.log(f"task {t.id} skipped: prompt does not fit the context", db_phase="sample")
+        return keep
+
+    train_tasks, eval_tasks = usable(resolve_tasks(args.tasks)), usable(resolve_tasks(args.eval_tasks))
+    if not eval_tasks:
+        raise NanosealError(f"none of the evaluation tasks ({args.eval_tasks}) fits the model's context "
+                            f"of {model.config.sequence_len} tokens")
+    rows = Rows(os.path.join(run_dir, "selfedits.jsonl"))
+    K = args.self_edits
+    round0 = copy.deepcopy(model) if args.rounds else model  # the un-trained policy, for the baselines
+    rounds_summary = []
+    policy = model
+    # ---- ReST-EM rounds on the training tasks
+    for rnd in range(args.rounds):
+        saved = load_round_policy(run_dir, rnd + 1, device)
+        if saved is not None:
+            policy = saved
+            with open(os.path.join(run_dir, "rounds", str(rnd + 1), "summary.json")) as f:
+                rounds_summary.append(json.load(f))
+            continue
+        for i, task in enumerate(tqdm(train_tasks, desc=f"round {rnd} sample+ttt", leave=False)):
+            key = ("train", rnd, "seal", task.id)
+            if not rows.done(key, K):
+                rows.add(selfedit_group(policy, tokenizer, task, key, K, args, ttt_cfg, args.seed * 7919 + i))
+                log.log(f"round {rnd} task {task.id}: rewards {[r['reward'] for r in rows.select(*key[:3])][-K:]}",
+                        db_phase="ttt", method="seal")
+        round_rows = rows.select("train", rnd, "seal")
+        pairs = select_pairs(round_rows)
+        probe = sft_documents(tokenizer, {t.id: t for t in train_tasks},
+                              [(t.id, DEFAULT_SELF_EDIT.canonical()) for t in train_tasks[:4]], restem_cfg,
+                              model.config.sequence_len)
+        summary = restem_update(policy, tokenizer, {t.id: t for t in train_tasks}, pairs, restem_cfg,
+                                seed=args.seed + rnd, forgetting_docs=probe)
+        summary.update(round=rnd, **{"success_rate": summarise(round_rows, train_tasks, K)["success_rate"]})
+        log.log(f"round {rnd}: {len(pairs)} successful pairs; {summary['skipped'] or 'policy updated'}",
+                db_phase="restem", method="seal")
+        folder = os.path.join(run_dir, "rounds", str(rnd + 1))
+        atomic_write_json(os.path.join(folder, "summary.json"), summary)
+        save_checkpoint(os.path.join(folder, "policy"), 0, policy.state_dict(), None,
+                        {"model_config": policy.config.to_dict(), "round": rnd + 1, "source": meta["checkpoint_dir"]})
+        rounds_summary.append(summary)
+    # ---- evaluation on held-out tasks
+    grid = [] if args.no_oracle else recipe_grid()
+    methods = {"icl": (round0, 1), "ttt_fixed": (round0, 1), "ttt_selfedit_round0": (round0, K), "seal": (policy, K)}
+    if grid:
+        methods["oracle"] = (round0, len(grid))
+    for i, task in enumerate(tqdm(eval_tasks, desc="evaluation", leave=False)):
+        seed = args.seed * 7919 + 100_000 + i
+        for method, (m, n) in methods.items():
+            key = ("eval", 0, method, task.id)
+            if rows.done(key, n):
+                continue
+            if method == "icl":
+                new = icl_group(m, tokenizer, task, key, ttt_cfg, seed)
+            elif method == "ttt_fixed":
+                new = recipe_group(m, tokenizer, task, key, [DEFAULT_SELF_EDIT], ttt_cfg, seed)
+            elif method == "oracle":
+                new = recipe_group(m, tokenizer, task, key, grid, ttt_cfg, seed)
+            else:
+                new = selfedit_group(m, tokenizer, task, key, K, args, ttt_cfg, seed)
+            rows.add(new)
+        log.log(f"evaluated task {task.id}", db_phase="eval")
+    results = {"methods": {}, "rounds": rounds_summary, "config": config, "skipped_tasks": skipped,
+               "seed": args.seed, "extensions": [], "ttt_config": asdict(ttt_cfg)}
+    for method, (_, n) in methods.items():
+        method_rows = rows.select("eval", 0, method)
+        if method == "oracle":  # upper bound: a task counts as solved when any recipe of the grid solves it
+            s = summarise(method_rows, eval_tasks, n)
+            s["success_rate"] = s["tasks_solved_any"] / max(1, len(eval_tasks))
+        else:
+            s = summarise(method_rows, eval_tasks, n)
+        results["methods"][method] = s
+    atomic_write_json(os.path.join(run_dir, "results.json"), results)
+    report_path = write_report(run_dir)
+    log.log(f"results and report written: {report_path}", db_phase="report")
+    print(f"{'method':<22}{'success':>9}{'solved(any)':>13}{'tasks':>7}")
+    for method, s in results["methods"].items():
+        print(f"{method:<22}{s['success_rate']:>9.3f}{s['tasks_solved_any']:>13d}{s['n_tasks']:>7d}")
+    print(f"run directory: {run_dir}\nreport: {report_path}")
+    return 0
+
