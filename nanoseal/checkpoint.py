@@ -17,13 +17,12 @@ a corrupt file) raises NanosealError with a one-line message.
 """
 
 import glob
-import json
 import os
 import re
 
 import torch
 
-from nanoseal.common import NanosealError, atomic_torch_save, atomic_write_json
+from nanoseal.common import NanosealError, atomic_torch_save, atomic_write_json, read_json_object
 from nanoseal.gpt import GPT, GPTConfig
 
 # phase folder names, most trained first (the order load_model prefers when a base dir holds several)
@@ -65,14 +64,8 @@ def load_checkpoint(checkpoint_dir: str, step: int, device="cpu", load_optimizer
     optimizer_state = None
     if load_optimizer:
         optimizer_state = _torch_load(os.path.join(checkpoint_dir, f"optim_{step:06d}_rank{rank:d}.pt"), device)
-    try:
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise NanosealError(f"{meta_path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise NanosealError(f"{meta_path}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("model_config"), dict):
+    meta = read_json_object(meta_path)
+    if not isinstance(meta.get("model_config"), dict):
         raise NanosealError(f"{meta_path}: field 'model_config' missing or not an object")
     return model_state, optimizer_state, meta
 

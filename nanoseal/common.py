@@ -109,3 +109,17 @@ def atomic_torch_save(obj, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def read_json_object(path: str) -> dict:
+    """A JSON file that must hold an object; NanosealError (one line naming the file) otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise NanosealError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NanosealError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(obj, dict):
+        raise NanosealError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj

@@ -50,7 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanoseal.common import NanosealError, atomic_write_bytes, atomic_write_json
+from nanoseal.common import NanosealError, atomic_write_bytes, atomic_write_json, read_json_object
 from nanoseal.gpt import GPT, GPTConfig
 
 DEFAULT_TARGETS = ("attn.c_q", "attn.c_k", "attn.c_v", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
@@ -593,13 +593,9 @@ def _read_json(folder: str, name: str) -> dict:
     if not os.path.isfile(path):
         raise NanosealError(f"adapter folder {folder}: missing {name}")
     try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise NanosealError(f"adapter folder {folder}: {name} is not valid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise NanosealError(f"adapter folder {folder}: {name} is not a JSON object")
-    return obj
+        return read_json_object(path)
+    except NanosealError as e:
+        raise NanosealError(f"adapter folder {folder}: {name} {str(e).removeprefix(path + ': ')}") from None
 
 
 def read_adapter_config(folder: str) -> dict:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from nanoseal.arc.prompts import few_shot_prompt
 from nanoseal.checkpoint import build_model, load_model, save_checkpoint
-from nanoseal.common import NanosealError, atomic_write_json, autodetect_device, get_base_dir
+from nanoseal.common import NanosealError, atomic_write_json, autodetect_device, get_base_dir, read_json_object
 from nanoseal.engine import Engine
 from nanoseal.logs import EventLog, append_lines, read_jsonl
 from nanoseal.report import write_report
@@ -190,8 +190,7 @@ def run(args: argparse.Namespace) -> int:
     config = run_config(args)
     config_path = os.path.join(run_dir, "config.json")
     if os.path.exists(config_path):
-        with open(config_path) as f:
-            old = json.load(f)
+        old = read_json_object(config_path)
         changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
         if changed:
             raise NanosealError(f"{config_path}: this run was started with different settings ({', '.join(changed)});"
@@ -230,8 +229,7 @@ def run(args: argparse.Namespace) -> int:
         saved = load_round_policy(run_dir, rnd + 1, device)
         if saved is not None:
             policy = saved
-            with open(os.path.join(run_dir, "rounds", str(rnd + 1), "summary.json")) as f:
-                rounds_summary.append(json.load(f))
+            rounds_summary.append(read_json_object(os.path.join(run_dir, "rounds", str(rnd + 1), "summary.json")))
             continue
         for i, task in enumerate(tqdm(train_tasks, desc=f"round {rnd} sample+ttt", leave=False)):
             key = ("train", rnd, "seal", task.id)
