@@ -77,3 +77,36 @@ def test_no_task_fits_is_one_clear_error(tmp_path, tokenizer, capsys):
                     {"model_config": model.config.to_dict()})
     assert main(["seal", "--checkpoint", str(tmp_path), "--run-dir", str(tmp_path / "run"), *FLAGS]) == 2
     assert "none of the evaluation tasks" in capsys.readouterr().err
+
+
+def test_sigkill_mid_run_then_resume_gives_the_same_rows(tmp_path, checkpoint):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    flags = [*FLAGS, "--checkpoint", checkpoint]
+    ref_dir, run_dir = str(tmp_path / "ref"), str(tmp_path / "killed")
+    assert main(["seal", "--run-dir", ref_dir, *flags]) == 0
+    path = os.path.join(run_dir, "selfedits.jsonl")
+    proc = subprocess.Popen([sys.executable, "-m", "nanoseal", "seal", "--run-dir", run_dir, *flags],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # kill it once evaluation has started
+        if os.path.exists(path) and sum(1 for _ in open(path)) >= 4:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(run_dir, "results.json"))
+    assert main(["seal", "--run-dir", run_dir, *flags]) == 0
+
+    def content(rs):
+        return sorted(json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in rs)
+
+    rows = read_rows(run_dir)
+    assert len({tuple(r["key"]) for r in rows}) == len(rows), "duplicate rows after resume"
+    assert content(rows) == content(read_rows(ref_dir))
+    ref = json.load(open(os.path.join(ref_dir, "results.json")))["methods"]
+    assert json.load(open(os.path.join(run_dir, "results.json")))["methods"] == ref
