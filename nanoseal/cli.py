@@ -21,30 +21,25 @@ def build_parser() -> argparse.ArgumentParser:
     from nanoseal.seal import run as seal_run
     from nanoseal.train import pretrain
 
-    parser = argparse.ArgumentParser(prog="nanoseal", description=__doc__.split("\n\n")[0].strip("` \n"))
+    parser = argparse.ArgumentParser(prog="nanoseal", description="SEAL-style self-adapting few-shot learning "
+                                     "for nanochat-style GPT models (ARC tasks).")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     sub.required = True
 
-    p = sub.add_parser("chat", help="chat with a checkpoint (interactive, or one-shot with -p)")
-    chat.add_args(p)
-    p.set_defaults(func=chat.run)
-
-    p = sub.add_parser("quickstart", help="train a tokenizer and a tiny GPT on ARC tasks, then sample from it")
-    pretrain.add_args(p)
-    p.set_defaults(func=pretrain.run)
-
-    p = sub.add_parser("lora-info", help="LoRA trainable parameter counts and memory for a GPT config")
-    lora.add_lora_info_args(p)
-    p.set_defaults(func=lora.lora_info_main)
-
-    p = sub.add_parser("seal", help="the SEAL loop: self-edits, TTT, ReST-EM rounds, baselines (resumable)")
-    seal_run.add_args(p)
-    p.set_defaults(func=seal_run.run)
-
-    p = sub.add_parser("report", help="write report.md + plots/*.png for a seal run directory")
-    report.add_args(p)
-    p.set_defaults(func=report.run)
-
+    commands = [  # (name, help, add its flags, run it)
+        ("chat", "chat with a checkpoint (interactive, or one-shot with -p)", chat.add_args, chat.run),
+        ("quickstart", "train a tokenizer and a tiny GPT on ARC tasks, then sample from it",
+         pretrain.add_args, pretrain.run),
+        ("seal", "the SEAL loop: self-edits, TTT, ReST-EM rounds, baselines (resumable)",
+         seal_run.add_args, seal_run.run),
+        ("report", "write report.md + plots/*.png for a seal run directory", report.add_args, report.run),
+        ("lora-info", "LoRA trainable parameter counts and memory for a GPT config",
+         lora.add_lora_info_args, lora.lora_info_main),
+    ]
+    for name, help_text, add_args, run in commands:
+        p = sub.add_parser(name, help=help_text)
+        add_args(p)
+        p.set_defaults(func=run)
     arc_cli.register(sub)
     return parser
 

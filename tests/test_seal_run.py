@@ -29,6 +29,11 @@ def read_rows(run_dir):
         return [json.loads(line) for line in f]
 
 
+def content(rows):
+    """Rows as comparable strings, everything but wall-clock timings."""
+    return sorted(json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in rows)
+
+
 def test_seal_run_writes_everything_and_resumes(tmp_path, checkpoint, capsys):
     run_dir = str(tmp_path / "run")
     assert main(["seal", "--checkpoint", checkpoint, "--run-dir", run_dir, *FLAGS]) == 0
@@ -59,9 +64,6 @@ def test_seal_run_writes_everything_and_resumes(tmp_path, checkpoint, capsys):
     assert main(["seal", "--checkpoint", checkpoint, "--run-dir", run_dir, *FLAGS]) == 0
     after = read_rows(run_dir)
     assert len(after) == len(rows)
-    def content(rs):  # everything but wall-clock timings
-        return sorted(json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in rs)
-
     assert content(after) == content(rows)
     capsys.readouterr()
     # a changed config is refused with one line
@@ -101,9 +103,6 @@ def test_sigkill_mid_run_then_resume_gives_the_same_rows(tmp_path, checkpoint):
     proc.wait()
     assert not os.path.exists(os.path.join(run_dir, "results.json"))
     assert main(["seal", "--run-dir", run_dir, *flags]) == 0
-
-    def content(rs):
-        return sorted(json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in rs)
 
     rows = read_rows(run_dir)
     assert len({tuple(r["key"]) for r in rows}) == len(rows), "duplicate rows after resume"
