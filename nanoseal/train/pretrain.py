@@ -24,9 +24,10 @@ import torch
 
 from nanoseal.arc.augment import GEOMETRIC_VIEWS, apply_to_task, random_colour_permutation, shuffle_demos
 from nanoseal.arc.data import Task, load_arc, select_tasks
-from nanoseal.arc.grids import parse_grid
+from nanoseal.arc.grids import format_example, parse_grid
 from nanoseal.arc.prompts import few_shot_prompt, task_conversation, training_conversation
 from nanoseal.arc.ttt_data import leave_n_out
+from nanoseal.arc.vote import cell_accuracy
 from nanoseal.common import autodetect_device, get_base_dir, print0, seed_everything
 from nanoseal.gpt import GPT, GPTConfig
 from nanoseal.tokenizer import DIGIT_SPLIT_PATTERN, Tokenizer
@@ -85,22 +86,13 @@ def sample_answers(model, tokenizer: Tokenizer, tasks: list[Task], max_prompt: i
             continue
         ids = tokenizer.render_for_completion(prompt.conversation)
         truth = task.test[0][1]
-        max_new = len(tokenizer.encode(training_conversation_answer(truth))) + 4
+        max_new = len(tokenizer.encode(format_example(truth, truth, STYLE)[1])) + 4
         seqs, _ = engine.generate_batch(ids, num_samples=1, max_tokens=max_new, temperature=0.0)
         text = tokenizer.decode(seqs[0][len(ids):])
         grid, reason = parse_grid(text, STYLE)
-        cells = sum(a == b for ra, rb in zip(grid, truth) for a, b in zip(ra, rb)) if grid else 0
-        same_shape = grid is not None and len(grid) == len(truth) and len(grid[0]) == len(truth[0])
         out.append({"task": task.id, "text": text, "solved": grid == truth, "reason": reason,
-                    "cell_accuracy": cells / (len(truth) * len(truth[0])) if same_shape else 0.0})
+                    "cell_accuracy": cell_accuracy(grid, truth)})
     return out
-
-
-def training_conversation_answer(grid) -> str:
-    """The answer text of a grid in the training style."""
-    from nanoseal.arc.grids import format_example
-
-    return format_example(grid, grid, STYLE)[1]
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
