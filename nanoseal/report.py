@@ -10,7 +10,9 @@ a truncated last line, as left by a crash mid-write, is skipped). Writes, atomic
 
 - `report.md`: config summary, baselines table, success rate per round, chosen self-edit settings per
   round, invalid-edit rate with the commonest reasons, per-task adapter deltas (adapted vs base NLL),
-  time breakdown per method, forgetting check per round, skipped tasks;
+  time breakdown per method, forgetting check per round and probe part (self-edit documents, ARC answer
+  grids) with degradation flagged, skipped tasks; a run that used the continuous-reward top-k extension
+  says so plainly (SEAL's binary reward otherwise);
 - `plots/success_per_round.png`, `plots/selfedit_settings.png`, `plots/time_breakdown.png`
   (matplotlib, Agg canvas; each PNG is rendered in memory and written through a temp file + rename).
 
@@ -24,7 +26,7 @@ import json
 import os
 from collections import Counter, defaultdict
 
-from nanoseal.common import NanosealError, atomic_write_bytes, atomic_write_text
+from nanoseal.common import NanosealError, atomic_write_bytes, atomic_write_text, read_json_object
 
 METHOD_ORDER = ["icl", "ttt_selfedit_round0", "ttt_fixed", "seal", "oracle"]
 METHOD_LABELS = {
@@ -37,6 +39,8 @@ METHOD_LABELS = {
 AUG_FLAGS = ["use_basic_augmentations", "use_size_augmentations", "use_chain_augmentations",
              "use_repeat_augmentations"]
 TIME_KEYS = ["sample", "ttt", "eval"]
+PROBE_LABELS = {"selfedit": "self-edit documents", "arc_answers": "ARC answer grids"}
+TOPK_EXTENSION = "continuous_reward_topk"
 NOT_CHOSEN = {"icl", "ttt_fixed", "oracle"}  # methods whose recipe is not sampled from the policy
 NA = "–"
 
@@ -51,12 +55,9 @@ def load_results(run_dir: str) -> dict:
     if not os.path.isfile(path):
         raise NanosealError(f"missing results file: {path}")
     try:
-        with open(path, encoding="utf-8") as f:
-            results = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise NanosealError(f"corrupt results file {path}: {str(e).splitlines()[0]}") from None
-    if not isinstance(results, dict):
-        raise NanosealError(f"corrupt results file {path}: expected a JSON object, got {type(results).__name__}")
+        results = read_json_object(path)
+    except NanosealError as e:  # "<path>: not valid JSON (...)" / "<path>: expected a JSON object, got list"
+        raise NanosealError(f"corrupt results file {e}") from None
     for key, typ in (("methods", dict), ("rounds", list), ("config", dict), ("skipped_tasks", list),
                      ("extensions", list)):
         if key in results and results[key] is not None and not isinstance(results[key], typ):
@@ -128,6 +129,26 @@ def _valid_edit(row: dict) -> dict | None:
     """The row's self-edit when it is a parsed dict, else None."""
     se = row.get("self_edit")
     return se if isinstance(se, dict) else None
+
+
+def _extension_name(ext) -> str:
+    """An extensions entry's name: the string itself, or a dict's "name"."""
+    return str(ext.get("name")) if isinstance(ext, dict) else str(ext)
+
+
+def _extension_text(ext) -> str:
+    """An extensions entry for the config list: its name and, for a dict, its parameters."""
+    params = {k: v for k, v in ext.items() if k not in ("name", "selection")} if isinstance(ext, dict) else {}
+    extra = "".join(f"; {k}={v}" for k, v in sorted(params.items()))
+    return f"`{_extension_name(ext)}` (off by default{extra})"
+
+
+def topk_extension(results: dict):
+    """The continuous-reward top-k extensions entry of a run (a str or dict), or None when SEAL's reward was used."""
+    for ext in results.get("extensions") or []:
+        if _extension_name(ext) == TOPK_EXTENSION:
+            return ext
+    return None
 
 
 def _save_fig(fig, path: str) -> None:
@@ -297,11 +318,43 @@ def _config_lines(results: dict) -> list[str]:
         out.append(f"- {key}: `{shown}`")
     exts = results.get("extensions") or []
     if exts:
-        out.append("- extensions enabled in this run: "
-                   + ", ".join(f"`{e}` (off by default)" for e in exts))
+        out.append("- extensions enabled in this run: " + ", ".join(_extension_text(e) for e in exts))
     else:
         out.append("- extensions: none (all off by default)")
+    out += ["", _reward_line(results)]
     return out + [""]
+
+
+def _reward_line(results: dict) -> str:
+    """One plain sentence on which reward chose the ReST-EM pairs."""
+    ext = topk_extension(results)
+    if ext is None:
+        return "**Reward:** SEAL's binary reward: ReST-EM kept the self-edits with reward 1 (task solved)."
+    params = ext if isinstance(ext, dict) else {}
+    k = f" (k={params['k']})" if "k" in params else ""
+    return (f"**Reward: the `{TOPK_EXTENSION}` extension{k} was used, not SEAL's binary reward.** "
+            f"ReST-EM kept {params.get('selection') or 'the top-k self-edits by a continuous score'}.")
+
+
+def _forgetting_rows(rounds: list[dict]) -> tuple[list[list], list[str]]:
+    """Forgetting table rows (one per probe part, then all parts together) and the degraded (round, part) names."""
+    rows, degraded = [], []
+    for i, r in enumerate(rounds):
+        rnd, fg = r.get("round", i), r.get("forgetting")
+        if not isinstance(fg, dict):
+            status = "not measured (no update: policy unchanged)" if r.get("skipped") else "not measured"
+            rows.append([rnd, NA, NA, NA, NA, NA, status])
+            continue
+        parts = {PROBE_LABELS.get(k, k): v for k, v in (fg.get("parts") or {}).items() if isinstance(v, dict)}
+        n_all = sum(p.get("n_docs") or 0 for p in parts.values()) if parts else NA
+        for name, part in [*parts.items(), ("all", {**fg, "n_docs": n_all})]:
+            before, after = part.get("before"), part.get("after")
+            change = None if before is None or after is None else float(after) - float(before)
+            rows.append([rnd, name, part.get("n_docs", NA), _num(before), _num(after), _num(change, "+.4f"),
+                         "DEGRADED" if part.get("degraded") else "ok"])
+            if part.get("degraded") and (name != "all" or not parts):
+                degraded.append(f"round {rnd} ({name})")
+    return rows, degraded
 
 
 def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) -> str:
@@ -324,6 +377,10 @@ def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) 
 
     md += ["## Success rate per round", ""]
     if rounds:
+        kept_by = f"the `{TOPK_EXTENSION}` extension (not SEAL's binary reward)" if topk_extension(results) \
+            else "SEAL's binary reward (reward 1)"
+        md += [f"n_pairs: (task, self-edit) pairs sampled; n_kept: pairs kept for ReST-EM by {kept_by}; "
+               "ReST-EM loss: mean behaviour-cloning loss of the last epoch.", ""]
         md += _table(["round", "success rate", "n_pairs", "n_kept", "ReST-EM loss"],
                      [[r.get("round", i), _pct(r.get("success_rate")), r.get("n_pairs", NA), r.get("n_kept", NA),
                        _num(r.get("restem_loss"))] for i, r in enumerate(rounds)])
@@ -387,17 +444,20 @@ def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) 
     md.append("")
 
     md += ["## Forgetting check", ""]
-    frows = []
-    for i, r in enumerate(rounds):
-        fg = r.get("forgetting")
-        if isinstance(fg, dict):
-            before, after = fg.get("before"), fg.get("after")
-            change = None if before is None or after is None else float(after) - float(before)
-            frows.append([r.get("round", i), _num(before), _num(after), _num(change, "+.4f"),
-                          "DEGRADED" if fg.get("degraded") else "ok"])
-        else:
-            frows.append([r.get("round", i), NA, NA, NA, "not measured"])
-    md += _table(["round", "loss before", "loss after", "change", "status"], frows) if frows else ["No rounds."]
+    frows, degraded = _forgetting_rows(rounds)
+    if frows:
+        tolerances = {fg.get("tolerance") for fg in (r.get("forgetting") for r in rounds) if isinstance(fg, dict)}
+        tolerances.discard(None)
+        tolerance = _pct(tolerances.pop()) if len(tolerances) == 1 else "2% by default"
+        md += ["Mean token loss of the policy on a fixed held-out probe before and after each ReST-EM merge: "
+               "self-edit documents (default self-edit) and ARC answer grids (demonstrations leave-one-out, "
+               "loss on the answer) of the first training tasks; `all` is over every probe token. DEGRADED: "
+               f"the loss rose by more than the tolerance ({tolerance}).", ""]
+        md += _table(["round", "probe", "docs", "loss before", "loss after", "change", "status"], frows)
+        md += ["", f"**Forgetting flagged:** {', '.join(degraded)}." if degraded
+               else "No degradation flagged."]
+    else:
+        md.append("No rounds.")
     md.append("")
 
     md += ["## Skipped tasks", ""]

@@ -243,8 +243,9 @@ def make_data(K: int, max_steps: int, rows: int = 2, T: int = 12):
     (torch.float64, False, 1e-12),  # the same computation: equal to rounding
     (torch.float64, True, 1e-12),
     # fp32: bmm vs matmul summation order differs at ~1e-7 and Adam (eps 1e-8) magnifies it where a
-    # gradient is tiny; observed max |diff| 1.7e-6 on weights of size ~0.1
-    (torch.float32, False, 1e-5),
+    # gradient is tiny; observed max |diff| 1.7e-6 on one CPU and 4.7e-5 on another (the kernels' summation
+    # order depends on the instruction set), on weights of size ~0.1
+    (torch.float32, False, 2e-4),
 ])
 def test_k_at_once_training_equals_k_separate_trainings(dtype, split_microbatches, atol):
     K, r = 4, 4

@@ -47,12 +47,17 @@ def make_run_dir(root) -> str:
             {"round": 0, "success_rate": 0.5, "n_pairs": 4, "n_kept": 2, "restem_loss": None,
              "forgetting": {"before": 1.0, "after": 1.01, "degraded": False}},
             {"round": 1, "success_rate": 0.75, "n_pairs": 4, "n_kept": 3, "restem_loss": 0.1234,
-             "forgetting": {"before": 1.0, "after": 1.5, "degraded": True}},
+             "forgetting": {"before": 1.0, "after": 1.1, "degraded": True, "tolerance": 0.02, "parts": {
+                 "selfedit": {"before": 1.2, "after": 1.2, "degraded": False, "n_docs": 4},
+                 "arc_answers": {"before": 0.5, "after": 0.8, "degraded": True, "n_docs": 3}}}},
+            {"round": 2, "success_rate": 0.75, "n_pairs": 4, "n_kept": 0, "restem_loss": None, "forgetting": None,
+             "skipped": "no successful self-edit this round: the policy is unchanged"},
         ],
         "config": {"k": 3, "rounds": 2, "lora": {"r": 8, "alpha": 16}, "checkpoint": "base/d4"},
         "skipped_tasks": [{"task": "t9", "reason": "prompt exceeds context budget"}],
         "seed": 1234,
-        "extensions": ["continuous_reward_topk"],
+        "extensions": [{"name": "continuous_reward_topk", "k": 3,
+                        "selection": "the k best valid self-edits per task among those that beat the base"}],
     }
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(results, f)
@@ -94,7 +99,10 @@ def test_report_path_and_header(report):
     assert "- seed: `1234`" in md
     assert "- k: `3`" in md
     assert '- lora: `{"alpha": 16, "r": 8}`' in md
-    assert "`continuous_reward_topk` (off by default)" in md
+    assert "`continuous_reward_topk` (off by default; k=3)" in md
+    assert ("**Reward: the `continuous_reward_topk` extension (k=3) was used, not SEAL's binary reward.** "
+            "ReST-EM kept the k best valid self-edits per task among those that beat the base.") in md
+    assert "by the `continuous_reward_topk` extension (not SEAL's binary reward)" in md  # rounds section
 
 
 def test_baselines_table(report):
@@ -111,8 +119,14 @@ def test_rounds_and_forgetting(report):
     md = report[2]
     assert "| 0 | 50.0% | 4 | 2 | – |" in md
     assert "| 1 | 75.0% | 4 | 3 | 0.1234 |" in md
-    assert "| 0 | 1.0000 | 1.0100 | +0.0100 | ok |" in md
-    assert "| 1 | 1.0000 | 1.5000 | +0.5000 | DEGRADED |" in md
+    forgetting = md.split("## Forgetting check")[1].split("##")[0]
+    assert "| 0 | all | – | 1.0000 | 1.0100 | +0.0100 | ok |" in forgetting  # a summary without parts
+    assert "| 1 | self-edit documents | 4 | 1.2000 | 1.2000 | +0.0000 | ok |" in forgetting
+    assert "| 1 | ARC answer grids | 3 | 0.5000 | 0.8000 | +0.3000 | DEGRADED |" in forgetting
+    assert "| 1 | all | 7 | 1.0000 | 1.1000 | +0.1000 | DEGRADED |" in forgetting
+    assert "| 2 | – | – | – | – | – | not measured (no update: policy unchanged) |" in forgetting
+    assert "**Forgetting flagged:** round 1 (ARC answer grids)." in forgetting
+    assert "tolerance (2.0%)" in forgetting
 
 
 def test_selfedit_settings_and_invalid(report):
@@ -177,6 +191,19 @@ def test_minimal_results_without_selfedits(tmp_path):
     assert "| ICL (no adaptation) | 0.0% | – | – | – | – |" in md
     assert "No self-edits recorded" in md
     assert "None." in md
+    assert "**Reward:** SEAL's binary reward" in md and "extensions: none (all off by default)" in md
+
+
+def test_string_extension_and_no_degradation(tmp_path):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    fg = {"before": 1.0, "after": 0.9, "degraded": False}
+    (run_dir / "results.json").write_text(json.dumps({"methods": {}, "rounds": [{"round": 0, "forgetting": fg}],
+                                                      "extensions": ["continuous_reward_topk"]}))
+    md = open(write_report(str(run_dir)), encoding="utf-8").read()
+    assert "`continuous_reward_topk` (off by default)" in md
+    assert "the `continuous_reward_topk` extension was used, not SEAL's binary reward" in md
+    assert "| 0 | all | – | 1.0000 | 0.9000 | -0.1000 | ok |" in md and "No degradation flagged." in md
 
 
 def test_missing_or_corrupt_results_raise(tmp_path):
@@ -193,6 +220,13 @@ def test_missing_or_corrupt_results_raise(tmp_path):
     with pytest.raises(NanosealError) as e:
         write_report(str(run_dir))
     assert results in str(e.value) and "corrupt" in str(e.value)
+    assert str(e.value).startswith(f"corrupt results file {results}: not valid JSON (") and "\n" not in str(e.value)
+    (run_dir / "results.json").write_text("[1, 2]")
+    with pytest.raises(NanosealError, match="corrupt results file .*: expected a JSON object, got list$"):
+        write_report(str(run_dir))
+    (run_dir / "results.json").write_text('{"rounds": {}}')
+    with pytest.raises(NanosealError, match="field 'rounds' should be a list"):
+        write_report(str(run_dir))
 
 
 def test_cli_handler(tmp_path, capsys):

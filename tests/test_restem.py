@@ -1,10 +1,27 @@
 """ReST-EM: selection of successful self-edits, behaviour cloning into the policy, merge, forgetting probe."""
 
+import math
+
+import pytest
 import torch
 
 from nanoseal.arc.gen import make_task
+from nanoseal.arc.grids import format_example
+from nanoseal.arc.prompts import demo_text
+from nanoseal.common import NanosealError
 from nanoseal.lora import lora_layers
-from nanoseal.seal.restem import RestemConfig, mean_loss, restem_update, select_pairs, sft_documents
+from nanoseal.seal.restem import (
+    RestemConfig,
+    beats_base,
+    forgetting_probe,
+    forgetting_summary,
+    grid_answer_documents,
+    mean_loss,
+    restem_update,
+    select_pairs,
+    select_pairs_topk,
+    sft_documents,
+)
 from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT
 
 from conftest import make_tiny_model
@@ -23,6 +40,57 @@ def test_select_pairs_keeps_reward_1_once():
     assert select_pairs(rows) == [("a", EDIT), ("d", EDIT)]
 
 
+def _row(task, raw, cell, nll, base_nll=1.0, reward=0, valid=True):
+    """A selfedits.jsonl row with just the fields the selections read."""
+    return {"task": task, "raw": raw, "self_edit": {} if valid else None, "reward": reward, "cell_accuracy": cell,
+            "nll": nll, "base_nll": base_nll}
+
+
+def test_beats_base():
+    assert beats_base(_row("a", "e", 0.5, 0.9))
+    assert not beats_base(_row("a", "e", 0.5, 1.0))  # equal is not better
+    assert not beats_base(_row("a", "e", 0.5, 1.1))
+    assert beats_base(_row("a", "e", 1.0, None, reward=1))  # a solve always counts
+    assert not beats_base(_row("a", "e", 0.5, 0.9, base_nll=None))  # nothing to compare with
+    assert not beats_base(_row("a", "e", 0.5, float("nan")))
+    assert not beats_base(_row("a", "e", 0.5, True))  # a bool is not an NLL
+
+
+def test_select_pairs_topk_ranks_by_cell_accuracy_then_nll_per_task():
+    rows = [
+        _row("a", "a-low", 0.2, 0.5),
+        _row("a", "a-tie-worse-nll", 0.8, 0.7),
+        _row("a", "a-tie-better-nll", 0.8, 0.6),
+        _row("a", "a-best", 0.9, 0.95),
+        _row("b", "b-only", 0.1, 0.9),
+    ]
+    assert select_pairs_topk(rows, 2) == [("a", "a-best"), ("a", "a-tie-better-nll"), ("b", "b-only")]
+    assert select_pairs_topk(rows, 1) == [("a", "a-best"), ("b", "b-only")]
+
+
+def test_select_pairs_topk_excludes_invalid_and_rows_not_beating_the_base():
+    rows = [
+        _row("a", "invalid-but-great", 1.0, 0.1, valid=False),
+        _row("a", "invalid-solved", 1.0, 0.1, reward=1, valid=False),
+        _row("a", "worse-than-base", 0.9, 1.5),
+        _row("a", "no-base", 0.9, 0.5, base_nll=None),
+        _row("a", "kept", 0.3, 0.8),
+        _row("a", "solved-no-nll", 1.0, None, reward=1),
+        _row("c", "c-worse", 0.7, 2.0),
+    ]
+    assert select_pairs_topk(rows, 5) == [("a", "solved-no-nll"), ("a", "kept")]  # k > available: all of them
+
+
+def test_select_pairs_topk_ties_duplicates_and_bad_k():
+    rows = [_row("a", "first", 0.5, 0.5), _row("a", "second", 0.5, 0.5), _row("a", "first  ", 0.6, 0.4)]
+    # exact ties keep row order; a repeated self-edit takes one slot, at its best rank
+    assert select_pairs_topk(rows, 2) == [("a", "first"), ("a", "second")]
+    assert select_pairs_topk([], 3) == []
+    for k in (0, -1, 1.5, True):
+        with pytest.raises(NanosealError, match="k >= 1"):
+            select_pairs_topk(rows, k)
+
+
 def test_update_clones_the_edit_merges_and_probes_forgetting(tokenizer):
     model = make_tiny_model(vocab_size=tokenizer.get_vocab_size(), sequence_len=2048)
     tasks = {"t1": make_task("flip_lr", seed=1), "t2": make_task("transpose", seed=2)}
@@ -36,10 +104,64 @@ def test_update_clones_the_edit_merges_and_probes_forgetting(tokenizer):
     summary = restem_update(model, tokenizer, tasks, pairs, cfg, seed=0, forgetting_docs=docs[:1])
     assert not lora_layers(model), "the ReST-EM LoRA must be merged away"
     assert summary["steps"] == 4 and len(summary["loss_curve"]) == 4
+    assert summary["n_kept"] == 2 and summary["restem_loss"] == round(sum(summary["loss_curve"][-1:]), 5)
     assert mean_loss(model, docs, pad) < 0.8 * before, "the policy should now prefer the successful self-edit"
     assert torch.equal(model.lm_head.weight, weights_before), "lm_head is not a LoRA target"
+    f = summary["forgetting"]  # a plain list of documents is one part, "probe"
+    assert set(f) == {"before", "after", "degraded", "tolerance", "parts"} and set(f["parts"]) == {"probe"}
+    assert f["after"] < f["before"] and not f["degraded"]
+    assert {k: f[k] for k in ("before", "after")} == {k: f["parts"]["probe"][k] for k in ("before", "after")}
+
+
+def test_forgetting_probe_has_selfedit_and_arc_answer_parts(tokenizer):
+    tasks = [make_task("flip_lr", seed=s) for s in range(6)]
+    cfg = RestemConfig()
+    probe = forgetting_probe(tokenizer, tasks, cfg, 2048)
+    assert set(probe) == {"selfedit", "arc_answers"}
+    assert len(probe["selfedit"]) == 4 and len(probe["arc_answers"]) == 4  # the first 4 tasks only
+    for task, (ids, mask) in zip(tasks, probe["arc_answers"]):
+        supervised = [t for t, m in zip(ids, mask) if m]
+        query, answer = task.train[-1]  # leave-one-out, the last demonstration is the query
+        assert tokenizer.decode(supervised[:-1]) == format_example(query, answer, cfg.style)[1]
+        prompt = tokenizer.decode([t for t, m in zip(ids, mask) if not m])
+        assert demo_text(*task.train[0], cfg.style) in prompt
+        assert demo_text(query, answer, cfg.style) not in prompt
+    # documents that do not fit are dropped, never cut
+    longest = max(len(ids) for ids, _ in probe["arc_answers"])
+    assert len(grid_answer_documents(tokenizer, tasks[:4], cfg.style, longest - 1)) < 4
+    assert grid_answer_documents(tokenizer, tasks[:4], cfg.style, 16) == []
+
+
+def test_update_measures_each_probe_part(tokenizer):
+    model = make_tiny_model(vocab_size=tokenizer.get_vocab_size(), sequence_len=2048)
+    tasks = {"t1": make_task("flip_lr", seed=1), "t2": make_task("transpose", seed=2)}
+    cfg = RestemConfig(rank=4, alpha=8, learning_rate=1e-2, epochs=2, batch_size=2)
+    probe = forgetting_probe(tokenizer, list(tasks.values()), cfg, 2048)
+    probe["empty"] = []  # an empty part is left out
+    pad = tokenizer.get_bos_token_id()
+    before = {name: mean_loss(model, docs, pad) for name, docs in probe.items() if docs}
+    summary = restem_update(model, tokenizer, tasks, [("t1", EDIT)], cfg, seed=0, forgetting_docs=probe)
     f = summary["forgetting"]
-    assert set(f) == {"before", "after", "degraded"} and f["after"] < f["before"] and not f["degraded"]
+    assert set(f["parts"]) == {"selfedit", "arc_answers"}
+    for name, part in f["parts"].items():
+        assert part["n_docs"] == 2
+        assert math.isclose(part["before"], before[name], rel_tol=1e-4)
+        assert math.isclose(part["after"], mean_loss(model, probe[name], pad), rel_tol=1e-4)
+        assert part["degraded"] == (part["after"] > part["before"] * 1.02)
+    lo, hi = sorted(p["before"] for p in f["parts"].values())
+    assert lo <= f["before"] <= hi  # over all probe tokens
+    assert f["degraded"] == any(p["degraded"] for p in f["parts"].values())
+
+
+def test_forgetting_summary_flags_a_degraded_part():
+    before = {"selfedit": (10.0, 10), "arc_answers": (2.0, 2)}
+    after = {"selfedit": (10.0, 10), "arc_answers": (2.2, 2)}  # arc answers: 1.0 -> 1.1
+    f = forgetting_summary(before, after, {"selfedit": 3, "arc_answers": 3}, tolerance=0.02)
+    assert f["parts"]["arc_answers"] == {"before": 1.0, "after": 1.1, "degraded": True, "n_docs": 3}
+    assert not f["parts"]["selfedit"]["degraded"]
+    assert f["before"] == 1.0 and f["after"] == round(12.2 / 12, 5)  # token-weighted: under the tolerance
+    assert f["degraded"], "a degraded part flags the round"
+    assert not forgetting_summary(before, after, {"selfedit": 3, "arc_answers": 3}, tolerance=0.2)["degraded"]
 
 
 def test_round_without_successes_leaves_policy_unchanged(tokenizer):

@@ -1,13 +1,17 @@
 """`nanoseal seal` end to end on a tiny model: run directory, results, resume without duplicates, refusals."""
 
+import argparse
 import json
 import os
 
 import pytest
 
+import nanoseal.seal.run as seal_run
 from nanoseal.checkpoint import save_checkpoint
 from nanoseal.cli import main
+from nanoseal.common import atomic_write_json
 from nanoseal.logs import CANONICAL_FIELDS, read_events
+from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT
 
 from conftest import make_tiny_model
 
@@ -49,7 +53,8 @@ def test_seal_run_writes_everything_and_resumes(tmp_path, checkpoint, capsys):
     assert len(rows) == 2 + 2 * 6
     assert all(r["reward"] in (0, 1) for r in rows)
     assert os.path.exists(os.path.join(run_dir, "rounds", "1", "policy", "model_000000.pt"))
-    assert os.path.exists(os.path.join(run_dir, "report.md"))
+    assert results["extensions"] == [] and results["config"]["reward"] == "binary"
+    assert "SEAL's binary reward" in open(os.path.join(run_dir, "report.md")).read()
     events = read_events(run_dir)
     assert events and all(tuple(e) == CANONICAL_FIELDS or set(e) == set(CANONICAL_FIELDS) for e in events)
     # resume: same command, nothing redone or duplicated, same results
@@ -70,6 +75,71 @@ def test_seal_run_writes_everything_and_resumes(tmp_path, checkpoint, capsys):
     assert main(["seal", "--checkpoint", checkpoint, "--run-dir", run_dir, *FLAGS, "--temperature", "1.0"]) == 2
     err = capsys.readouterr().err
     assert "different settings (temperature)" in err and err.count("\n") == 1
+    assert main(["seal", "--checkpoint", checkpoint, "--run-dir", run_dir, *FLAGS, "--reward", "continuous",
+                 "--top-k", "1"]) == 2
+    assert "different settings (reward, top_k)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--reward", "continuous"], "--reward continuous needs --top-k"),
+    (["--top-k", "2"], "--top-k applies only with --reward continuous"),
+    (["--reward", "continuous", "--top-k", "-1"], "--top-k must be >= 0"),
+])
+def test_inconsistent_reward_flags_are_refused(tmp_path, capsys, flags, message):
+    run_dir = tmp_path / "run"
+    assert main(["seal", "--checkpoint", str(tmp_path), "--run-dir", str(run_dir), *FLAGS, *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not run_dir.exists(), "nothing is written for refused flags"
+
+
+def test_run_dir_from_before_the_reward_flags_still_resumes(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    seal_run.add_args(parser)
+    args = parser.parse_args(["--checkpoint", str(tmp_path), "--run-dir", str(tmp_path / "run"), *FLAGS])
+    config = seal_run.run_config(args)
+    assert config["reward"] == "binary" and config["top_k"] == 0
+    old = {k: v for k, v in config.items() if k not in ("reward", "top_k")}  # config.json of an older run
+    assert seal_run.run_config(argparse.Namespace(**old)) == config
+    atomic_write_json(str(tmp_path / "run" / "config.json"), old)
+    changed = ["--temperature", "1.0", "--reward", "continuous", "--top-k", "3"]
+    assert main(["seal", "--checkpoint", str(tmp_path), "--run-dir", str(tmp_path / "run"), *FLAGS, *changed]) == 2
+    assert "different settings (reward, temperature, top_k)" in capsys.readouterr().err
+    assert main(["seal", "--checkpoint", str(tmp_path), "--run-dir", str(tmp_path / "run"), *FLAGS,
+                 "--temperature", "1.0"]) == 2
+    assert "different settings (temperature)" in capsys.readouterr().err  # the default reward flags match
+
+
+def test_continuous_reward_topk_extension_run(tmp_path, checkpoint, monkeypatch):
+    """The extension end to end: labelled in results.json and report.md; the merge is probed on both parts."""
+    calls = []
+    real = seal_run.select_pairs_topk
+
+    def forced(rows, k):  # a random tiny model writes no valid self-edit: force one pair so the policy updates
+        calls.append((len(rows), k, real(rows, k)))
+        return [(rows[0]["task"], DEFAULT_SELF_EDIT.canonical())]
+
+    monkeypatch.setattr(seal_run, "select_pairs_topk", forced)
+    run_dir = str(tmp_path / "run")
+    flags = ["--tasks", "flip_lr-1", "--eval-tasks", "flip_ud-5", "--rounds", "1", "--self-edits", "1",
+             "--n-max", "4", "--max-views", "1", "--no-oracle", "--restem-epochs", "1", "--reward", "continuous",
+             "--top-k", "2"]
+    assert main(["seal", "--checkpoint", checkpoint, "--run-dir", run_dir, *flags]) == 0
+    assert calls == [(1, 2, [])]
+    results = json.load(open(os.path.join(run_dir, "results.json")))
+    assert results["config"]["reward"] == "continuous" and results["config"]["top_k"] == 2
+    [ext] = results["extensions"]
+    assert ext["name"] == "continuous_reward_topk" and ext["k"] == 2 and "per task" in ext["selection"]
+    summary = json.load(open(os.path.join(run_dir, "rounds", "1", "summary.json")))
+    assert summary["reward"] == "continuous" and summary["n_kept"] == 1 and summary["steps"] == 1
+    assert summary["n_pairs"] == 1 and summary["skipped"] is None
+    fg = summary["forgetting"]
+    assert set(fg["parts"]) == {"selfedit", "arc_answers"}
+    assert all(p["n_docs"] == 1 and p["before"] > 0 and p["after"] > 0 for p in fg["parts"].values())
+    assert results["rounds"][0]["forgetting"] == fg
+    md = open(os.path.join(run_dir, "report.md")).read()
+    assert "extension (k=2) was used, not SEAL's binary reward" in md
+    assert "| 0 | self-edit documents | 1 |" in md and "| 0 | ARC answer grids | 1 |" in md
 
 
 def test_no_task_fits_is_one_clear_error(tmp_path, tokenizer, capsys):

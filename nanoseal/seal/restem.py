@@ -5,11 +5,22 @@ into the policy's weights, and check that the merge did not make the policy forg
 held-out sample before and after).
 
     pairs = select_pairs(rows)                                  # rows of selfedits.jsonl
+    probe = forgetting_probe(tokenizer, train_tasks, cfg, max_len)  # {"selfedit": docs, "arc_answers": docs}
     summary = restem_update(model, tokenizer, tasks_by_id, pairs, RestemConfig(), seed=0,
-                            forgetting_docs=docs)               # model is updated in place
+                            forgetting_docs=probe)              # model is updated in place
 
 SEAL's settings are the defaults: LoRA r=16, alpha=16, lr 5e-5, 8 epochs, batch 5. A round with no
 successful pair leaves the policy unchanged and says so (summary["skipped"]).
+
+Extension, off by default (not SEAL's): `select_pairs_topk(rows, k)` replaces the binary reward by a
+continuous one for scales where exact solves are rare. Each valid self-edit is scored by the cell accuracy
+of its voted attempt (ties: lower answer NLL); only edits that beat the unadapted model (reward 1, or
+nll < base_nll) are eligible, and the k best *per task* are kept (per task rather than global, so that a few
+easy tasks cannot take every slot and the policy keeps seeing a spread of tasks).
+
+The forgetting probe has named parts, each measured before and after the merge: the self-edit SFT
+documents of the first training tasks (with the default self-edit) and ARC grid-answer documents of the
+same tasks (their demonstrations in leave-one-out form, the last one as the query, loss on the answer).
 """
 
 import math
@@ -19,10 +30,15 @@ from dataclasses import dataclass
 import torch
 
 from nanoseal.arc.data import Task
-from nanoseal.common import autocast_ctx
+from nanoseal.arc.prompts import training_conversation
+from nanoseal.arc.ttt_data import leave_n_out
+from nanoseal.common import NanosealError, autocast_ctx
 from nanoseal.lora import DEFAULT_TARGETS, adapter_optimizer, apply_lora, cosine_lr, remove_lora
-from nanoseal.seal.selfedit import fit_selfedit_conversation
+from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT, fit_selfedit_conversation
 from nanoseal.train.loop import pad_batch
+
+TOPK_SELECTION = ("the k best valid self-edits per task among those that beat the unadapted model (reward 1 or "
+                  "nll < base_nll), ranked by the cell accuracy of the voted attempt, ties by lower nll")
 
 
 @dataclass
@@ -53,6 +69,39 @@ def select_pairs(rows: list[dict]) -> list[tuple[str, str]]:
     return pairs
 
 
+def _number(x) -> bool:
+    """Whether x is a finite int or float (not a bool, not None)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def beats_base(row: dict) -> bool:
+    """Whether a row's adapted model did better than the unadapted one: reward 1, or a lower answer NLL."""
+    nll, base = row.get("nll"), row.get("base_nll")
+    return row.get("reward") == 1 or (_number(nll) and _number(base) and nll < base)
+
+
+def select_pairs_topk(rows: list[dict], k: int) -> list[tuple[str, str]]:
+    """Per task, the k best (task id, self-edit) by cell accuracy then lower NLL, of valid edits beating the base."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise NanosealError(f"top-k selection needs k >= 1, got {k!r}")
+    ranked: dict[str, list[tuple]] = {}  # task -> [(sort key, self-edit text)], tasks in first-seen order
+    for i, row in enumerate(rows):
+        if row.get("self_edit") is None or not beats_base(row):
+            continue
+        cell = row.get("cell_accuracy")
+        nll = row.get("nll")
+        key = (-(cell if _number(cell) else 0.0), nll if _number(nll) else math.inf, i)  # i: stable on ties
+        ranked.setdefault(row["task"], []).append((key, row["raw"].strip()))
+    pairs = []
+    for task, scored in ranked.items():
+        kept: list[str] = []
+        for _, text in sorted(scored):
+            if text not in kept:  # a repeated self-edit keeps its best rank and takes one slot
+                kept.append(text)
+        pairs += [(task, text) for text in kept[:k]]
+    return pairs
+
+
 def sft_documents(tokenizer, tasks_by_id: dict[str, Task], pairs: list[tuple[str, str]], cfg: RestemConfig,
                   max_len: int) -> list[tuple[list[int], list[int]]]:
     """Rendered (ids, mask) of each pair: the self-edit prompt as sampled, then the self-edit (supervised)."""
@@ -68,10 +117,32 @@ def sft_documents(tokenizer, tasks_by_id: dict[str, Task], pairs: list[tuple[str
     return docs
 
 
+def grid_answer_documents(tokenizer, tasks: list[Task], style: str,
+                          max_len: int) -> list[tuple[list[int], list[int]]]:
+    """Each task's demonstrations leave-one-out (last one as the query), loss on its answer; too long: dropped."""
+    docs = []
+    for task in tasks:
+        example = leave_n_out(task, 1)[-1]
+        ids, mask = tokenizer.render_conversation(training_conversation(example, style), max_tokens=max_len + 1,
+                                                  train_on="assistant")
+        if len(ids) <= max_len and any(mask):
+            docs.append((ids, mask))
+    return docs
+
+
+def forgetting_probe(tokenizer, tasks: list[Task], cfg: RestemConfig, max_len: int,
+                     n_tasks: int = 4) -> dict[str, list[tuple[list[int], list[int]]]]:
+    """The fixed probe of the first n_tasks tasks: default-self-edit SFT documents and ARC answer documents."""
+    tasks = list(tasks)[:n_tasks]
+    pairs = [(t.id, DEFAULT_SELF_EDIT.canonical()) for t in tasks]
+    return {"selfedit": sft_documents(tokenizer, {t.id: t for t in tasks}, pairs, cfg, max_len),
+            "arc_answers": grid_answer_documents(tokenizer, tasks, cfg.style, max_len)}
+
+
 @torch.no_grad()
-def mean_loss(model, docs: list[tuple[list[int], list[int]]], pad_id: int, dtype: str = "auto",
-              batch_size: int = 8) -> float:
-    """Mean token loss of the model on documents (the forgetting probe)."""
+def loss_sum(model, docs: list[tuple[list[int], list[int]]], pad_id: int, dtype: str = "auto",
+             batch_size: int = 8) -> tuple[float, int]:
+    """Summed token loss of the model on documents, and the number of supervised tokens."""
     device = model.get_device()
     total, count = 0.0, 0
     for i in range(0, len(docs), batch_size):
@@ -80,28 +151,59 @@ def mean_loss(model, docs: list[tuple[list[int], list[int]]], pad_id: int, dtype
             loss = model(inputs.to(device), targets.to(device), loss_reduction="sum")
         total += float(loss)
         count += int((targets != -1).sum())
+    return total, count
+
+
+def mean_loss(model, docs: list[tuple[list[int], list[int]]], pad_id: int, dtype: str = "auto",
+              batch_size: int = 8) -> float:
+    """Mean token loss of the model on documents (the forgetting probe)."""
+    total, count = loss_sum(model, docs, pad_id, dtype, batch_size)
     return total / max(1, count)
 
 
+def probe_losses(model, parts: dict[str, list], pad_id: int, dtype: str = "auto") -> dict[str, tuple[float, int]]:
+    """(summed loss, supervised tokens) of each probe part."""
+    return {name: loss_sum(model, docs, pad_id, dtype) for name, docs in parts.items()}
+
+
+def forgetting_summary(before: dict[str, tuple[float, int]], after: dict[str, tuple[float, int]],
+                       n_docs: dict[str, int], tolerance: float) -> dict:
+    """Per part and over all probe tokens: mean loss before/after the merge; degraded when it rose over tolerance."""
+    def entry(b: tuple[float, int], a: tuple[float, int]) -> dict:
+        mb, ma = b[0] / max(1, b[1]), a[0] / max(1, a[1])
+        return {"before": round(mb, 5), "after": round(ma, 5), "degraded": ma > mb * (1 + tolerance)}
+
+    parts = {name: {**entry(before[name], after[name]), "n_docs": n_docs[name]} for name in before}
+    total_b = (sum(v[0] for v in before.values()), sum(v[1] for v in before.values()))
+    total_a = (sum(v[0] for v in after.values()), sum(v[1] for v in after.values()))
+    overall = entry(total_b, total_a)
+    overall["degraded"] = overall["degraded"] or any(p["degraded"] for p in parts.values())
+    return {**overall, "tolerance": tolerance, "parts": parts}
+
+
 def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tuple[str, str]],
-                  cfg: RestemConfig, seed: int = 0, forgetting_docs=None) -> dict:
+                  cfg: RestemConfig, seed: int = 0, forgetting_docs: dict[str, list] | list | None = None) -> dict:
     """Behaviour-clone the pairs into the policy with a LoRA and merge it; returns a summary dict."""
     max_len = cfg.max_len or model.config.sequence_len
     pad_id = tokenizer.get_bos_token_id()
     docs = sft_documents(tokenizer, tasks_by_id, pairs, cfg, max_len)
-    summary = {"n_pairs": len(pairs), "n_docs": len(docs), "steps": 0, "loss_curve": [], "skipped": None,
-               "forgetting": None}
+    summary = {"n_kept": len(pairs), "n_docs": len(docs), "steps": 0, "loss_curve": [], "restem_loss": None,
+               "skipped": None, "forgetting": None}
     if not docs:
         summary["skipped"] = "no successful self-edit this round: the policy is unchanged"
         return summary
-    before = mean_loss(model, forgetting_docs, pad_id, cfg.dtype) if forgetting_docs else None
+    if isinstance(forgetting_docs, list):  # one unnamed part
+        forgetting_docs = {"probe": forgetting_docs}
+    probe = {name: d for name, d in (forgetting_docs or {}).items() if d}
+    before = probe_losses(model, probe, pad_id, cfg.dtype)
     device = model.get_device()
     rng = random.Random(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         params = apply_lora(model, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets))
     opt = adapter_optimizer(params, lr=cfg.learning_rate)
-    total = math.ceil(len(docs) / cfg.batch_size) * cfg.epochs
+    per_epoch = math.ceil(len(docs) / cfg.batch_size)
+    total = per_epoch * cfg.epochs
     warmup = int(cfg.warmup_frac * total)
     step = 0
     model.train()
@@ -127,8 +229,10 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
     model.eval()
     remove_lora(model, merge=True)  # the policy keeps what it learned; plain linears again
     summary["steps"] = step
-    if forgetting_docs:
-        after = mean_loss(model, forgetting_docs, pad_id, cfg.dtype)
-        summary["forgetting"] = {"before": round(before, 5), "after": round(after, 5),
-                                 "degraded": after > before * (1 + cfg.degrade_tolerance)}
+    last_epoch = summary["loss_curve"][-per_epoch:]
+    summary["restem_loss"] = round(sum(last_epoch) / len(last_epoch), 5) if last_epoch else None
+    if probe:
+        after = probe_losses(model, probe, pad_id, cfg.dtype)
+        summary["forgetting"] = forgetting_summary(before, after, {n: len(d) for n, d in probe.items()},
+                                                   cfg.degrade_tolerance)
     return summary

@@ -7,6 +7,11 @@
 Rounds (training tasks): the policy samples K self-edits per task, each is scored by TTT (nanoseal.seal.ttt),
 the (prompt, self-edit) pairs with reward 1 are behaviour-cloned into the policy and merged (ReST-EM,
 nanoseal.seal.restem); rounds/<i>/policy/ holds the policy after round i (round 0 = the checkpoint).
+Each merge is checked for forgetting on a fixed probe of the first training tasks (self-edit documents and
+ARC answer grids), before and after; rounds/<i>/summary.json records both parts.
+Extension, off by default: `--reward continuous --top-k N` keeps, per task, the N valid self-edits with the
+best cell accuracy (ties: lower NLL) among those that beat the unadapted model, instead of SEAL's binary
+reward (for scales where exact solves are rare); results.json "extensions" and report.md say so.
 Evaluation (held-out tasks), methods as in the paper: icl (no adaptation), ttt_fixed (a fixed default
 recipe), ttt_selfedit_round0 (self-edits of the un-trained policy), seal (self-edits and TTT of the last
 round's policy) and oracle (best recipe of a grid: the upper bound). The same model writes the self-edits
@@ -35,12 +40,23 @@ from nanoseal.common import NanosealError, atomic_write_json, autodetect_device,
 from nanoseal.engine import Engine
 from nanoseal.logs import EventLog, append_lines, read_jsonl
 from nanoseal.report import write_report
-from nanoseal.seal.restem import RestemConfig, restem_update, select_pairs, sft_documents
+from nanoseal.seal.restem import (
+    TOPK_SELECTION,
+    RestemConfig,
+    forgetting_probe,
+    restem_update,
+    select_pairs,
+    select_pairs_topk,
+)
 from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT, recipe_grid, sample_self_edits
 from nanoseal.seal.tasks import resolve_tasks
 from nanoseal.seal.ttt import TTTConfig, count_tokens_fn, run_ttt
 
 METHODS = ("icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "oracle")
+RUN_CONFIG_KEYS = ("checkpoint", "source", "tasks", "eval_tasks", "rounds", "self_edits", "seed", "temperature",
+                   "n_max", "max_views", "lora_rank", "restem_lr", "restem_epochs", "no_oracle", "dtype")
+# keys added later, with the value a run dir that predates them was run with (so such a run still resumes)
+LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0}
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -60,15 +76,39 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restem-lr", type=float, default=5e-5)
     parser.add_argument("--restem-epochs", type=int, default=8)
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle's recipe grid")
+    parser.add_argument("--reward", default="binary", choices=["binary", "continuous"],
+                        help="binary: SEAL's (keep self-edits with reward 1); continuous: extension, off by default "
+                             "(top-k per task by cell accuracy among edits beating the unadapted model; see --top-k)")
+    parser.add_argument("--top-k", type=int, default=0,
+                        help="with --reward continuous: self-edits kept per task (default 0 = not used)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
 
 
 def run_config(args: argparse.Namespace) -> dict:
     """What defines a run (compared on resume; run_dir and device excluded)."""
-    keys = ("checkpoint", "source", "tasks", "eval_tasks", "rounds", "self_edits", "seed", "temperature", "n_max",
-            "max_views", "lora_rank", "restem_lr", "restem_epochs", "no_oracle", "dtype")
-    return {k: getattr(args, k) for k in keys}
+    config = {k: getattr(args, k) for k in RUN_CONFIG_KEYS}
+    config.update({k: getattr(args, k, default) for k, default in LATER_CONFIG_DEFAULTS.items()})
+    return config
+
+
+def check_reward_args(args: argparse.Namespace) -> None:
+    """Refuse inconsistent --reward / --top-k flags with one line."""
+    reward, top_k = args.reward, args.top_k
+    if top_k < 0:
+        raise NanosealError(f"--top-k must be >= 0, got {top_k}")
+    if reward == "continuous" and top_k < 1:
+        raise NanosealError("--reward continuous needs --top-k N (N >= 1 self-edits kept per task)")
+    if reward == "binary" and top_k:
+        raise NanosealError("--top-k applies only with --reward continuous (SEAL's binary reward keeps every "
+                            "self-edit with reward 1)")
+
+
+def reward_extensions(args: argparse.Namespace) -> list[dict]:
+    """The results.json "extensions" entries of the reward flags (empty for SEAL's binary reward)."""
+    if args.reward != "continuous":
+        return []
+    return [{"name": "continuous_reward_topk", "k": args.top_k, "selection": TOPK_SELECTION}]
 
 
 def drop_partial_line(path: str) -> None:
@@ -184,13 +224,14 @@ def load_round_policy(run_dir: str, rnd: int, device) -> torch.nn.Module | None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `nanoseal seal`."""
+    check_reward_args(args)
     device = autodetect_device(args.device)
     run_dir = args.run_dir or os.path.join(get_base_dir(), "runs", time.strftime("seal-%Y%m%d-%H%M%S"))
     os.makedirs(run_dir, exist_ok=True)
     config = run_config(args)
     config_path = os.path.join(run_dir, "config.json")
     if os.path.exists(config_path):
-        old = read_json_object(config_path)
+        old = {**LATER_CONFIG_DEFAULTS, **read_json_object(config_path)}
         changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
         if changed:
             raise NanosealError(f"{config_path}: this run was started with different settings ({', '.join(changed)});"
@@ -224,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
     round0 = copy.deepcopy(model) if args.rounds else model  # the un-trained policy, for the baselines
     rounds_summary = []
     policy = model
+    probe = forgetting_probe(tokenizer, train_tasks, restem_cfg, model.config.sequence_len)  # fixed, a handful
     # ---- ReST-EM rounds on the training tasks
     for rnd in range(args.rounds):
         saved = load_round_policy(run_dir, rnd + 1, device)
@@ -238,15 +280,19 @@ def run(args: argparse.Namespace) -> int:
                 log.log(f"round {rnd} task {task.id}: rewards {[r['reward'] for r in rows.select(*key[:3])][-K:]}",
                         db_phase="ttt", method="seal")
         round_rows = rows.select("train", rnd, "seal")
-        pairs = select_pairs(round_rows)
-        probe = sft_documents(tokenizer, {t.id: t for t in train_tasks},
-                              [(t.id, DEFAULT_SELF_EDIT.canonical()) for t in train_tasks[:4]], restem_cfg,
-                              model.config.sequence_len)
+        if args.reward == "continuous":
+            pairs = select_pairs_topk(round_rows, args.top_k)
+        else:
+            pairs = select_pairs(round_rows)
         summary = restem_update(policy, tokenizer, {t.id: t for t in train_tasks}, pairs, restem_cfg,
                                 seed=args.seed + rnd, forgetting_docs=probe)
-        summary.update(round=rnd, **{"success_rate": summarise(round_rows, train_tasks, K)["success_rate"]})
-        log.log(f"round {rnd}: {len(pairs)} successful pairs; {summary['skipped'] or 'policy updated'}",
-                db_phase="restem", method="seal")
+        stats = summarise(round_rows, train_tasks, K)
+        summary.update(round=rnd, success_rate=stats["success_rate"], n_pairs=stats["n_pairs"], reward=args.reward)
+        fg = summary["forgetting"]
+        degraded = [name for name, part in (fg or {}).get("parts", {}).items() if part["degraded"]]
+        note = f"; forgetting probe degraded: {', '.join(degraded)}" if degraded else ""
+        log.log(f"round {rnd}: {len(pairs)} pairs kept ({args.reward} reward); "
+                f"{summary['skipped'] or 'policy updated'}{note}", db_phase="restem", method="seal")
         folder = os.path.join(run_dir, "rounds", str(rnd + 1))
         atomic_write_json(os.path.join(folder, "summary.json"), summary)
         save_checkpoint(os.path.join(folder, "policy"), 0, policy.state_dict(), None,
@@ -274,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
             rows.add(new)
         log.log(f"evaluated task {task.id}", db_phase="eval")
     results = {"methods": {}, "rounds": rounds_summary, "config": config, "skipped_tasks": skipped,
-               "seed": args.seed, "extensions": [], "ttt_config": asdict(ttt_cfg)}
+               "seed": args.seed, "extensions": reward_extensions(args), "ttt_config": asdict(ttt_cfg)}
     for method, (_, n) in methods.items():
         method_rows = rows.select("eval", 0, method)
         if method == "oracle":  # upper bound: a task counts as solved when any recipe of the grid solves it
