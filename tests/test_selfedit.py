@@ -17,6 +17,7 @@ from nanoseal.seal.selfedit import (
     SelfEdit,
     parse_self_edit,
     random_self_edit_text,
+    PRIOR_LEARNING_RATES,
     recipe_grid,
     sample_self_edits,
     selfedit_conversation,
@@ -184,6 +185,11 @@ def test_default_and_grid():
     assert len({e.canonical() for e in grid}) == len(grid), "recipes must be unique"
     assert {e.strategy for e in grid} == set(STRATEGIES)
     assert all(parse_self_edit(e.canonical(), max_steps=375, n_examples=250)[0] == e for e in grid)
+    prior = recipe_grid("prior")
+    assert len(prior) == 10 and len({e.canonical() for e in prior}) == 10
+    assert {e.learning_rate for e in prior} == set(PRIOR_LEARNING_RATES), "the grid spans the prior's rates"
+    with pytest.raises(AssertionError):
+        recipe_grid("nope")
 
 
 def test_random_self_edit_text_always_parses_and_covers_prior():

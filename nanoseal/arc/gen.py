@@ -18,6 +18,7 @@ evaluation measures transfer to new rules built from familiar parts.
 """
 
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -582,8 +583,24 @@ def make_instance(
                 inputs.add(inp)
                 pairs.append((inp, out))
         if len(pairs) == k + n_test and any(i != o for i, o in pairs):
-            return Task(f"{family}-{seed}", tuple(pairs[:k]), tuple(pairs[k:])), params
+            task_id = instance_id(family, seed, min_side, max_side)
+            return Task(task_id, tuple(pairs[:k]), tuple(pairs[k:])), params
     raise RuntimeError(f"family {family} seed {seed}: could not draw {k + n_test} distinct valid pairs")
+
+
+def instance_id(family: str, seed: int, min_side: int = 3, max_side: int = 10) -> str:
+    """The id of a procedural instance: "<family>-<seed>", plus "-s<lo>-<hi>" for non-default grid sides."""
+    sides = "" if (min_side, max_side) == (3, 10) else f"-s{min_side}-{max_side}"
+    return f"{family}-{seed}{sides}"
+
+
+def parse_instance_id(task_id: str) -> dict | None:
+    """make_task's keyword arguments for an instance id (see instance_id), or None if it is not one."""
+    m = re.fullmatch(r"(\w+)-(\d+)(?:-s(\d+)-(\d+))?", task_id)
+    if not m or m.group(1) not in FAMILIES:
+        return None
+    sides = {"min_side": int(m.group(3)), "max_side": int(m.group(4))} if m.group(3) else {}
+    return {"family": m.group(1), "seed": int(m.group(2)), **sides}
 
 
 def make_task(family: str, seed: int, k: int = 3, n_test: int = 1, min_side: int = 3, max_side: int = 10) -> Task:

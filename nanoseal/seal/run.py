@@ -48,7 +48,7 @@ from nanoseal.seal.restem import (
     select_pairs,
     select_pairs_topk,
 )
-from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT, recipe_grid, sample_self_edits
+from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT, ORACLE_GRIDS, recipe_grid, sample_self_edits
 from nanoseal.seal.tasks import resolve_tasks
 from nanoseal.seal.ttt import TTTConfig, count_tokens_fn, run_ttt
 
@@ -56,7 +56,7 @@ METHODS = ("icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "oracle")
 RUN_CONFIG_KEYS = ("checkpoint", "source", "tasks", "eval_tasks", "rounds", "self_edits", "seed", "temperature",
                    "n_max", "max_views", "lora_rank", "restem_lr", "restem_epochs", "no_oracle", "dtype")
 # keys added later, with the value a run dir that predates them was run with (so such a run still resumes)
-LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0}
+LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0, "oracle_grid": "seal"}
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +76,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restem-lr", type=float, default=5e-5)
     parser.add_argument("--restem-epochs", type=int, default=8)
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle's recipe grid")
+    parser.add_argument("--oracle-grid", default="seal", choices=ORACLE_GRIDS,
+                        help="seal: 24 recipes; prior: 10 (the SFT prior's learning rates x 1 or 3 epochs)")
     parser.add_argument("--reward", default="binary", choices=["binary", "continuous"],
                         help="binary: SEAL's (keep self-edits with reward 1); continuous: extension, off by default "
                              "(top-k per task by cell accuracy among edits beating the unadapted model; see --top-k)")
@@ -299,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
                         {"model_config": policy.config.to_dict(), "round": rnd + 1, "source": meta["checkpoint_dir"]})
         rounds_summary.append(summary)
     # ---- evaluation on held-out tasks
-    grid = [] if args.no_oracle else recipe_grid()
+    grid = [] if args.no_oracle else recipe_grid(args.oracle_grid)
     methods = {"icl": (round0, 1), "ttt_fixed": (round0, 1), "ttt_selfedit_round0": (round0, K), "seal": (policy, K)}
     if grid:
         methods["oracle"] = (round0, len(grid))

@@ -138,9 +138,17 @@ DEFAULT_SELF_EDIT = SelfEdit(basic=True, size=False, chain=False, repeat=False,
                              strategy="train_using_output_tokens", learning_rate=1e-3, num_train_epochs=2)
 
 
-def recipe_grid() -> list[SelfEdit]:
-    """The Oracle's grid, 24 recipes: flags {basic only, all four groups} x both strategies
-    x learning rate {1e-4, 1e-3, 3e-3} x epochs {1, 3}."""
+ORACLE_GRIDS = ("seal", "prior")
+
+
+def recipe_grid(kind: str = "seal") -> list[SelfEdit]:
+    """The Oracle's grid. "seal", 24 recipes: flags {basic only, all four groups} x both strategies
+    x learning rate {1e-4, 1e-3, 3e-3} x epochs {1, 3}. "prior", 10 recipes (cheap, for CPU demos): basic
+    augmentations, loss on outputs, every learning rate of the SFT prior x epochs {1, 3}."""
+    assert kind in ORACLE_GRIDS, f"oracle grid must be one of {ORACLE_GRIDS}, got {kind!r}"
+    if kind == "prior":
+        return [SelfEdit(True, False, False, False, strategy="train_using_output_tokens", learning_rate=lr,
+                         num_train_epochs=epochs) for lr in PRIOR_LEARNING_RATES for epochs in (1, 3)]
     flag_sets = ((True, False, False, False), (True, True, True, True))
     grid = []
     for flags in flag_sets:

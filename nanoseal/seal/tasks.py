@@ -3,7 +3,9 @@ Task sets for `nanoseal seal --tasks SPEC --eval-tasks SPEC`.
 
 SPEC is one of
   seal-arc-train / seal-arc-eval   SEAL's own ARC-AGI-1 tasks (12 training, 10 evaluation ids)
-  gen-train[:N] / gen-eval[:N]     N seeded instances (default 2) of each training / held-out procedural family
+  gen-train[:N[:LO-HI]] / gen-eval[:N[:LO-HI]]
+                                   N seeded instances (default 2) of each training / held-out procedural family,
+                                   with grid sides LO..HI (default 3-10; families that cannot draw them are left out)
   a comma-separated list of ARC-AGI-1 ids or procedural instances <family>-<seed>, e.g. 6150a2bd,flip_lr-3
   a path to an ARC JSON file or a folder of them
 """
@@ -11,8 +13,9 @@ SPEC is one of
 import os
 
 from nanoseal.arc.data import Task, find_task, load_tasks
-from nanoseal.arc.gen import EVAL_FAMILIES, FAMILIES, TRAIN_FAMILIES, make_task, make_tasks
+from nanoseal.arc.gen import EVAL_FAMILIES, TRAIN_FAMILIES, make_task, make_tasks, parse_instance_id
 from nanoseal.common import NanosealError
+from nanoseal.train.data import feasible_families
 
 SEAL_ARC_TRAIN = ("44f52bb0 4be741c5 5582e5ca 5614dbcf 5bd6f4ac 6150a2bd 67e8384a 6d0aefbc 6e02f1e3 8be77c9e "
                   "8d5021e8 8e1813be").split()
@@ -23,14 +26,18 @@ GEN_SEED = {"gen-train": 0, "gen-eval": 1_000_000}
 
 def resolve_tasks(spec: str) -> list[Task]:
     """The tasks a SPEC names (see the module docstring)."""
-    name, _, count = spec.partition(":")
+    name, _, rest = spec.partition(":")
     if name in GEN_SEED:
+        count, _, sides = rest.partition(":")
         try:
             n = int(count) if count else 2
+            lo, hi = (int(v) for v in sides.split("-")) if sides else (3, 10)
         except ValueError:
-            raise NanosealError(f"task spec {spec!r}: expected {name}:N with N an integer") from None
-        families = TRAIN_FAMILIES if name == "gen-train" else EVAL_FAMILIES
-        return make_tasks(families, n, seed=GEN_SEED[name])
+            raise NanosealError(f"task spec {spec!r}: expected {name}:N or {name}:N:LO-HI with integers") from None
+        if not (1 <= lo <= hi <= 30):
+            raise NanosealError(f"task spec {spec!r}: grid sides must satisfy 1 <= LO <= HI <= 30")
+        families = feasible_families(TRAIN_FAMILIES if name == "gen-train" else EVAL_FAMILIES, lo, hi)
+        return make_tasks(families, n, seed=GEN_SEED[name], min_side=lo, max_side=hi)
     if spec in ("seal-arc-train", "seal-arc-eval"):
         ids = SEAL_ARC_TRAIN if spec == "seal-arc-train" else SEAL_ARC_EVAL
         return [find_task(i, dataset="arcagi1") for i in ids]
@@ -49,7 +56,7 @@ def resolve_tasks(spec: str) -> list[Task]:
 
 def _one_task(task_id: str) -> Task:
     """An ARC-AGI-1 task by id, or a procedural instance named <family>-<seed>."""
-    family, _, seed = task_id.rpartition("-")
-    if family in FAMILIES and seed.isdigit():
-        return make_task(family, int(seed))
+    instance = parse_instance_id(task_id)
+    if instance is not None:
+        return make_task(**instance)
     return find_task(task_id, dataset="arcagi1")
