@@ -16,10 +16,11 @@ from nanoseal.common import NanosealError
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
-    from nanoseal import chat, lora, report
+    from nanoseal import chat, demo, lora, report
     from nanoseal.arc import cli as arc_cli
     from nanoseal.seal import run as seal_run
-    from nanoseal.train import pretrain
+    from nanoseal.train import pretrain, sft, tok_train
+    from nanoseal.web import serve
 
     parser = argparse.ArgumentParser(prog="nanoseal", description="SEAL-style self-adapting few-shot learning "
                                      "for nanochat-style GPT models (ARC tasks).")
@@ -28,13 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands = [  # (name, help, add its flags, run it)
         ("chat", "chat with a checkpoint (interactive, or one-shot with -p)", chat.add_args, chat.run),
-        ("quickstart", "train a tokenizer and a tiny GPT on ARC tasks, then sample from it",
-         pretrain.add_args, pretrain.run),
+        ("demo", "train (or reuse) a tiny policy, run SEAL and the baseline table, write the report",
+         demo.add_args, demo.run),
+        ("train-tokenizer", "train the BPE tokenizer for a preset", tok_train.add_args, tok_train.run),
+        ("pretrain", "pretrain a policy on procedural ARC-style tasks (resumable)", pretrain.add_args, pretrain.run),
+        ("sft", "teach a pretrained policy to write self-edit JSON and answer grids (resumable)",
+         sft.add_args, sft.run),
         ("seal", "the SEAL loop: self-edits, TTT, ReST-EM rounds, baselines (resumable)",
          seal_run.add_args, seal_run.run),
         ("report", "write report.md + plots/*.png for a seal run directory", report.add_args, report.run),
         ("lora-info", "LoRA trainable parameter counts and memory for a GPT config",
          lora.add_lora_info_args, lora.lora_info_main),
+        ("serve", "web UI on localhost: chat (base / adapters / round policies), ARC viewer, runs",
+         serve.add_args, serve.run),
     ]
     for name, help_text, add_args, run in commands:
         p = sub.add_parser(name, help=help_text)

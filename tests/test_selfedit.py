@@ -13,11 +13,11 @@ from nanoseal.arc.prompts import demo_text
 from nanoseal.engine import Engine
 from nanoseal.seal.selfedit import (
     DEFAULT_SELF_EDIT,
+    PRIOR_LEARNING_RATES,
     STRATEGIES,
     SelfEdit,
     parse_self_edit,
     random_self_edit_text,
-    PRIOR_LEARNING_RATES,
     recipe_grid,
     sample_self_edits,
     selfedit_conversation,

@@ -344,7 +344,8 @@ def _one_sprite(margin: int):
 
 
 def _upscaled(rng, p, lo, hi):
-    h, w = _shape(rng, max(1, (lo + 1) // 2), max(1, hi // 2))
+    top = max(1, hi // 2)
+    h, w = _shape(rng, min(top, max(1, (lo + 1) // 2)), top)
     return upscale(_noise(rng, h, w, _colours(rng, 3), 0.5), 2)
 
 

@@ -1,0 +1,90 @@
+"""
+`nanoseal demo`: the whole story on a laptop CPU in one command. It trains (or reuses the cached) tiny policy,
+runs SEAL on procedural training tasks (ReST-EM rounds), then the baseline table on held-out tasks, and prints
+the table and the report's path.
+
+    nanoseal demo                                   # tiny preset, ~13 min on 2 cores (README)
+    nanoseal demo --run-dir runs/demo --seed 1      # where the run goes; another seed
+    nanoseal demo --tasks seal-arc                  # SEAL's own ARC-AGI-1 tasks instead of procedural ones
+    nanoseal demo --preset d12 --device cuda --train-tasks 8 --eval-tasks 8 --self-edits 15
+
+Steps: `nanoseal train-tokenizer`, `pretrain` and `sft` for the preset (each reused when its finished
+checkpoint is cached under $NANOSEAL_BASE_DIR, default ~/.cache/nanoseal), then `nanoseal seal` with
+  --tasks       <family>-<seed>-s<lo>-<hi>,...  --train-tasks instances of each preset family (seeds 0, 1, ...)
+  --eval-tasks  the same for --eval-tasks held-out instances (seeds from 1,000,000: new colours, shapes and
+                parameters of the same families), never seen in pretraining, SFT or the SEAL rounds
+The run directory (--run-dir, default <base>/runs/demo-<timestamp>) holds results.json and report.md;
+re-running the same command resumes it.
+"""
+
+import argparse
+import time
+
+from nanoseal.arc.gen import instance_id
+from nanoseal.common import autodetect_device, get_base_dir
+from nanoseal.seal import run as seal_run
+from nanoseal.train.presets import get_preset
+from nanoseal.train.pretrain import add_common_args
+from nanoseal.train.sft import sft
+
+HELDOUT_SEED = 1_000_000  # held-out instances: seeds far from the training tasks' (0...) and pretraining's (1e7...)
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of `nanoseal demo`."""
+    add_common_args(parser)
+    parser.add_argument("--tasks", default="gen", choices=["gen", "seal-arc"],
+                        help="gen: procedural tasks; seal-arc: SEAL's 12 training / 10 evaluation ARC-AGI-1 tasks")
+    parser.add_argument("--run-dir", default=None, help="default: <base>/runs/demo-<timestamp>")
+    parser.add_argument("--rounds", type=int, default=1, help="ReST-EM rounds")
+    parser.add_argument("--self-edits", type=int, default=6, help="K self-edits per task")
+    parser.add_argument("--train-tasks", type=int, default=2, help="training instances per family")
+    parser.add_argument("--eval-tasks", type=int, default=2, help="held-out instances per family")
+    parser.add_argument("--max-views", type=int, default=None, help="inference views (default all 7)")
+    parser.add_argument("--oracle-grid", default="prior", choices=["seal", "prior"],
+                        help="prior: 10 recipes (default, cheap); seal: SEAL's 24")
+    parser.add_argument("--policy-seed", type=int, default=0,
+                        help="seed of tokenizer/pretraining/SFT (the cached policy is per base dir)")
+    parser.add_argument("--pretrain-minutes", type=float, default=None, help="default: the preset's")
+    parser.add_argument("--sft-minutes", type=float, default=None, help="default: the preset's")
+
+
+def instance_ids(preset, first_seed: int, n: int) -> str:
+    """Comma-separated ids of n instances (seeds first_seed...) of each of the preset's families."""
+    return ",".join(instance_id(f, first_seed + i, preset.min_side, preset.max_side)
+                    for f in preset.family_names() for i in range(n))
+
+
+def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:
+    """The `nanoseal seal` flags the demo runs with."""
+    if args.tasks == "seal-arc":
+        tasks, eval_tasks = "seal-arc-train", "seal-arc-eval"
+    else:
+        tasks = instance_ids(preset, 0, args.train_tasks)
+        eval_tasks = instance_ids(preset, HELDOUT_SEED, args.eval_tasks)
+    argv = ["--checkpoint", checkpoint, "--tasks", tasks, "--eval-tasks", eval_tasks, "--rounds", str(args.rounds),
+            "--self-edits", str(args.self_edits), "--seed", str(args.seed), "--dtype", args.dtype,
+            "--n-max", str(preset.ttt_n_max), "--oracle-grid", args.oracle_grid]
+    if args.max_views:
+        argv += ["--max-views", str(args.max_views)]
+    if args.run_dir:
+        argv += ["--run-dir", args.run_dir]
+    if args.device:
+        argv += ["--device", args.device]
+    return argv
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `nanoseal demo`."""
+    t0 = time.time()
+    minutes = {"pretrain_seconds": args.pretrain_minutes, "sft_seconds": args.sft_minutes}
+    preset = get_preset(args.preset, **{k: v * 60 for k, v in minutes.items() if v is not None})
+    base = get_base_dir()
+    if args.run_dir is None:
+        args.run_dir = f"{base}/runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    checkpoint = sft(preset, base, args.policy_seed, autodetect_device(args.device), args.dtype)
+    parser = argparse.ArgumentParser(prog="nanoseal seal")
+    seal_run.add_args(parser)
+    status = seal_run.run(parser.parse_args(seal_argv(args, checkpoint, preset)))
+    print(f"demo finished in {time.time() - t0:.0f}s")
+    return status

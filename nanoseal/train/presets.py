@@ -1,0 +1,82 @@
+"""
+Model and training presets shared by `nanoseal train-tokenizer | pretrain | sft | demo`: the same code from a
+CPU minute to a GPU node, only the numbers change.
+
+    micro  tests: a 2-layer toy that trains in seconds
+    tiny   CPU, minutes (the demo's policy)
+    d12    nanochat's d12 shape, for one GPU
+    d20    nanochat's d20 shape, for a GPU node
+
+Budgets are wall-clock seconds (pretrain_seconds, sft_seconds) or steps, whichever ends first. Grid sizes
+(min_side/max_side) bound the procedural tasks the model trains on; a bigger model can take bigger grids.
+    python -m nanoseal.train.presets        # print the table
+"""
+
+from dataclasses import asdict, dataclass, replace
+
+from nanoseal.common import NanosealError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    sequence_len: int
+    vocab_size: int
+    batch_size: int  # rows of sequence_len tokens per step
+    pretrain_seconds: float
+    pretrain_steps: int
+    sft_seconds: float
+    sft_steps: int
+    max_side: int = 6  # procedural grids at most this wide/high
+    min_side: int = 3
+    tokenizer_tasks: int = 1500  # tasks in the tokenizer's training corpus
+    selfedit_frac: float = 0.3  # share of self-edit documents in the SFT mixture (the rest: grid answers)
+    families: tuple = ()  # procedural families trained on and used by the demo (empty: every training family)
+    ttt_n_max: int = 250  # TTT examples per self-edit at most (SEAL: 250)
+
+    def family_names(self) -> list[str]:
+        """The procedural families this preset trains on (those that can draw its grid sides)."""
+        from nanoseal.arc.gen import TRAIN_FAMILIES
+        from nanoseal.train.data import feasible_families
+
+        return feasible_families(self.families or TRAIN_FAMILIES, self.min_side, self.max_side)
+
+    def to_dict(self) -> dict:
+        """The preset as a plain dict (stored in checkpoint metadata)."""
+        return asdict(self)
+
+
+# dev/LOG.md (exp4): with these families and 2..4 grids, five CPU minutes give a model that solves most
+# held-out instances in context, and whose answers TTT keeps or destroys depending on the learning rate
+TINY_FAMILIES = ("flip_lr", "transpose", "colour_swap", "recolour", "fill_background", "gravity_down", "draw_border",
+                 "mirror_right")
+
+PRESETS = {p.name: p for p in [
+    Preset("micro", n_layer=2, n_embd=64, n_head=2, sequence_len=1024, vocab_size=320, batch_size=2,
+           pretrain_seconds=0, pretrain_steps=6, sft_seconds=0, sft_steps=20, max_side=4, tokenizer_tasks=60,
+           families=("flip_lr", "recolour"), ttt_n_max=4),
+    Preset("tiny", n_layer=4, n_embd=128, n_head=4, sequence_len=1024, vocab_size=1024, batch_size=8,
+           pretrain_seconds=300, pretrain_steps=100_000, sft_seconds=60, sft_steps=100_000, min_side=2, max_side=4,
+           families=TINY_FAMILIES, ttt_n_max=16),
+    Preset("d12", n_layer=12, n_embd=768, n_head=6, sequence_len=2048, vocab_size=8192, batch_size=32,
+           pretrain_seconds=3600, pretrain_steps=20_000, sft_seconds=900, sft_steps=2_000, max_side=12,
+           tokenizer_tasks=20_000),
+    Preset("d20", n_layer=20, n_embd=1280, n_head=10, sequence_len=2048, vocab_size=8192, batch_size=32,
+           pretrain_seconds=4 * 3600, pretrain_steps=50_000, sft_seconds=1800, sft_steps=4_000, max_side=20,
+           tokenizer_tasks=20_000),
+]}
+
+
+def get_preset(name: str, **overrides) -> Preset:
+    """A preset by name, with the given fields replaced (None values ignored)."""
+    if name not in PRESETS:
+        raise NanosealError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+if __name__ == "__main__":
+    for p in PRESETS.values():
+        print(p)

@@ -1,0 +1,95 @@
+"""
+`nanoseal sft`: chat fine-tuning of a pretrained base model into a policy that (1) answers the self-edit prompt
+with a valid self-edit JSON and (2) answers few-shot grid prompts.
+
+    nanoseal sft --preset tiny                      # after `nanoseal pretrain --preset tiny`
+
+The mixture (nanoseal.train.data): selfedit_frac of the documents are self-edit prompts of fresh procedural
+training-family tasks answered with a self-edit drawn from a broad prior that ignores the task (each
+augmentation flag Bernoulli(1/2), both strategies, learning rate log-uniform over 1e-4..1e-2, 1..5 epochs;
+nanoseal.seal.selfedit.random_self_edit_text): the policy learns the format and starts with no preference
+among settings, which is what ReST-EM then selects from. The rest are few-shot grid prompts with the loss
+on the answer. Starts from <base>/base_checkpoints/d<n>, writes <base>/chatsft_checkpoints/d<n> (resumable;
+a finished checkpoint is reused), then reports the share of valid self-edits the policy samples on held-out
+tasks.
+"""
+
+import argparse
+import os
+import random
+
+import torch
+
+from nanoseal.arc.gen import EVAL_FAMILIES
+from nanoseal.checkpoint import load_model
+from nanoseal.common import autodetect_device, get_base_dir, print0, seed_everything
+from nanoseal.engine import Engine
+from nanoseal.train.data import feasible_families, grid_documents, mix, selfedit_documents, task_stream
+from nanoseal.train.loop import TrainConfig, train
+from nanoseal.train.presets import Preset, get_preset
+from nanoseal.train.pretrain import add_common_args, finished, pretrain
+
+
+def sft(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: str = "auto") -> str:
+    """Fine-tune the preset's base model into a self-edit-writing policy; returns its checkpoint folder."""
+    device = device or autodetect_device()
+    ckpt_dir = os.path.join(base_dir, "chatsft_checkpoints", f"d{preset.n_layer}")
+    if finished(ckpt_dir):
+        print0(f"sft: reusing the finished checkpoint in {ckpt_dir}")
+        return ckpt_dir
+    base_ckpt = pretrain(preset, base_dir, seed, device, dtype)
+    seed_everything(seed)
+    model, tokenizer, _ = load_model(base_ckpt, device=device, phase="train")
+    L = preset.sequence_len
+    selfedits = selfedit_documents(task_stream(preset.family_names(), seed + 1, preset.min_side, preset.max_side),
+                                   tokenizer, L, seed)
+    grids = grid_documents(task_stream(preset.family_names(), seed + 2, preset.min_side, preset.max_side), tokenizer, L,
+                           seed + 1, train_on="assistant")
+    docs = mix([selfedits, grids], [preset.selfedit_frac, 1 - preset.selfedit_frac], seed)
+    # nanochat's SFT: same optimizers, smaller learning rates, warm-down to zero
+    cfg = TrainConfig(batch_size=preset.batch_size, seq_len=L, max_steps=preset.sft_steps,
+                      max_seconds=preset.sft_seconds, matrix_lr=0.01, embedding_lr=0.1, unembedding_lr=0.002,
+                      warmdown_frac=0.5, dtype=dtype, save_every=100, log_every=25)
+    meta = {"source": "sft", "preset": preset.to_dict(), "seed": seed, "base": base_ckpt,
+            "data": f"self-edit prior ({preset.selfedit_frac:.0%}) + grid answers, procedural train families"}
+    s = train(model, docs, cfg, ckpt_dir, meta, pad_id=tokenizer.get_bos_token_id(), device=device)
+    print0(f"sft: {s['step']} steps, loss {s['loss']:.3f}, {s['seconds']:.0f}s -> {ckpt_dir}")
+    model.eval()
+    rate = valid_selfedit_rate(model, tokenizer, preset, n_tasks=8, k=4, seed=seed)
+    print0(f"sft: {rate:.0%} of self-edits sampled on 8 held-out-family tasks parse as valid")
+    return ckpt_dir
+
+
+@torch.inference_mode()
+def valid_selfedit_rate(model, tokenizer, preset: Preset, n_tasks: int, k: int, seed: int = 0,
+                        temperature: float = 0.8) -> float:
+    """Share of k sampled self-edits per task that parse and validate, on held-out-family tasks."""
+    from nanoseal.arc.gen import make_task
+    from nanoseal.seal.selfedit import sample_self_edits
+
+    rng = random.Random(seed)
+    families = feasible_families(EVAL_FAMILIES, preset.min_side, preset.max_side)
+    engine = Engine(model, tokenizer)
+    valid = total = 0
+    for i in range(n_tasks):
+        task = make_task(families[i % len(families)], 2_000_000 + rng.randrange(10**6), min_side=preset.min_side,
+                         max_side=preset.max_side)
+        samples = sample_self_edits(engine, tokenizer, task, k, temperature=temperature, seed=seed + i)
+        valid += sum(s["self_edit"] is not None for s in samples)
+        total += len(samples)
+    return valid / max(1, total)
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of `nanoseal sft`."""
+    add_common_args(parser)
+    parser.add_argument("--minutes", type=float, default=None, help="time budget (default: the preset's)")
+    parser.add_argument("--steps", type=int, default=None, help="step budget (default: the preset's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `nanoseal sft`."""
+    seconds = args.minutes * 60 if args.minutes is not None else None
+    preset = get_preset(args.preset, sft_seconds=seconds, sft_steps=args.steps)
+    sft(preset, get_base_dir(), args.seed, autodetect_device(args.device), args.dtype)
+    return 0

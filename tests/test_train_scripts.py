@@ -1,0 +1,108 @@
+"""Training scripts (train-tokenizer, pretrain, sft) on the micro preset, and the demo in a micro configuration."""
+
+import json
+import os
+import random
+
+import pytest
+
+from nanoseal.checkpoint import load_model
+from nanoseal.cli import main
+from nanoseal.seal.selfedit import parse_self_edit, selfedit_conversation
+from nanoseal.train.data import feasible_families, mix, selfedit_documents, task_stream, tokenizer_corpus
+from nanoseal.train.presets import get_preset
+from nanoseal.train.pretrain import finished, pretrain
+from nanoseal.train.sft import sft, valid_selfedit_rate
+from nanoseal.train.tok_train import get_or_train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def micro_base(tmp_path_factory):
+    """A base dir with the micro preset's tokenizer, base and SFT checkpoints (trained once per module)."""
+    base = str(tmp_path_factory.mktemp("micro"))
+    preset = get_preset("micro")
+    sft(preset, base, seed=0, device="cpu")
+    return base
+
+
+def test_task_stream_is_seeded_and_respects_families_and_sides():
+    a = [t.id for _, t in zip(range(20), task_stream(["flip_lr", "recolour"], seed=3, min_side=2, max_side=4))]
+    b = [t.id for _, t in zip(range(20), task_stream(["flip_lr", "recolour"], seed=3, min_side=2, max_side=4))]
+    assert a == b
+    assert {i.split("-")[0] for i in a} == {"flip_lr", "recolour"}
+    for _, t in zip(range(20), task_stream(["flip_lr"], seed=1, min_side=2, max_side=4)):
+        assert all(2 <= len(g) <= 4 and 2 <= len(g[0]) <= 4 for g, _ in t.train + t.test)
+    assert "move_to_corner" not in feasible_families(["move_to_corner", "flip_lr"], 3, 3), "cannot draw 4 pairs"
+    with pytest.raises(Exception, match="no task family"):
+        feasible_families(["scale_up3"], 11, 12)
+
+
+def test_selfedit_documents_answer_with_valid_prior_json(tokenizer):
+    docs = selfedit_documents(task_stream(["flip_lr"], seed=0, max_side=3), tokenizer, 4096, seed=0)
+    for _, (ids, mask) in zip(range(10), docs):
+        answer = tokenizer.decode([t for t, m in zip(ids, mask) if m]).replace("<|assistant_end|>", "")
+        edit, reason = parse_self_edit(answer)
+        assert edit is not None, reason
+        assert sum(mask) < len(ids) / 2, "the prompt is not supervised"
+
+
+def test_mix_follows_weights():
+    a, b = iter(lambda: "a", None), iter(lambda: "b", None)
+    drawn = [x for _, x in zip(range(2000), mix([a, b], [0.8, 0.2], seed=0))]
+    assert 0.75 < drawn.count("a") / 2000 < 0.85
+
+
+def test_tokenizer_compresses_the_selfedit_instruction(tmp_path):
+    preset = get_preset("micro", vocab_size=512, tokenizer_tasks=200)
+    tok = get_or_train_tokenizer(str(tmp_path), preset)
+    task = next(task_stream(["flip_lr"], seed=0, max_side=3))
+    text = selfedit_conversation(task)["messages"][0]["content"]
+    assert len(tok.encode(text)) < len(text.encode()) / 2.5, "the instruction is in the tokenizer's corpus"
+    assert all(len(tok.encode(d)) == 1 for d in "0123456789"), "one digit per token"
+    assert sum(1 for _ in tokenizer_corpus(task_stream(["flip_lr"], 0, max_side=3), 5, 0)) == 10
+    assert get_or_train_tokenizer(str(tmp_path), preset).get_vocab_size() == tok.get_vocab_size()  # reused
+
+
+def test_micro_pretrain_and_sft_give_loadable_checkpoints(micro_base):
+    preset = get_preset("micro")
+    base_dir = os.path.join(micro_base, "base_checkpoints", f"d{preset.n_layer}")
+    sft_dir = os.path.join(micro_base, "chatsft_checkpoints", f"d{preset.n_layer}")
+    assert finished(base_dir) and finished(sft_dir)
+    model, tok, meta = load_model(sft_dir)
+    assert meta["source"] == "sft" and meta["preset"]["name"] == "micro"
+    assert model.config.n_layer == preset.n_layer and tok.get_vocab_size() <= model.config.vocab_size
+    mtime = os.path.getmtime(os.path.join(base_dir, f"meta_{meta['step'] * 0 + preset.pretrain_steps:06d}.json"))
+    assert pretrain(preset, micro_base, seed=0, device="cpu") == base_dir  # reused, not retrained
+    assert os.path.getmtime(os.path.join(base_dir, f"meta_{preset.pretrain_steps:06d}.json")) == mtime
+
+
+def test_sft_teaches_the_selfedit_format(tmp_path):
+    """A micro policy fine-tuned on self-edit documents only writes valid self-edits at a measured rate."""
+    preset = get_preset("micro", selfedit_frac=1.0, sft_steps=120)
+    sft(preset, str(tmp_path), seed=0, device="cpu")
+    model, tok, _ = load_model(os.path.join(str(tmp_path), "chatsft_checkpoints", "d2"))
+    rate = valid_selfedit_rate(model, tok, preset, n_tasks=4, k=4, seed=0)
+    assert rate >= 0.5, f"only {rate:.0%} of sampled self-edits are valid"
+
+
+def test_demo_micro_writes_results_and_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NANOSEAL_BASE_DIR", str(tmp_path / "base"))
+    run_dir = str(tmp_path / "run")
+    argv = ["demo", "--preset", "micro", "--run-dir", run_dir, "--self-edits", "2", "--max-views", "1"]
+    assert main(argv) == 0
+    results = json.load(open(os.path.join(run_dir, "results.json")))
+    assert set(results["methods"]) == {"icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "oracle"}
+    assert results["methods"]["seal"]["n_tasks"] == len(get_preset("micro").family_names())
+    assert os.path.exists(os.path.join(run_dir, "report.md"))
+    out = capsys.readouterr().out
+    assert "ttt_selfedit_round0" in out and "report:" in out
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "selfedits.jsonl"))]
+    assert any(r["task"].endswith("-s2-4") for r in rows), "demo tasks carry the preset's grid sides"
+    assert main(argv) == 0  # resumes: nothing redone
+    assert len(open(os.path.join(run_dir, "selfedits.jsonl")).readlines()) == len(rows)
+
+
+def test_unknown_preset_is_one_line_error(capsys):
+    assert main(["pretrain", "--preset", "huge"]) == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err
+    random.seed(0)
