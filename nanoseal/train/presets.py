@@ -56,8 +56,8 @@ TINY_FAMILIES = ("flip_lr", "transpose", "colour_swap", "recolour", "fill_backgr
 
 PRESETS = {p.name: p for p in [
     Preset("micro", n_layer=2, n_embd=64, n_head=2, sequence_len=1024, vocab_size=320, batch_size=2,
-           pretrain_seconds=0, pretrain_steps=6, sft_seconds=0, sft_steps=20, max_side=4, tokenizer_tasks=60,
-           families=("flip_lr", "recolour"), ttt_n_max=4),
+           pretrain_seconds=0, pretrain_steps=6, sft_seconds=0, sft_steps=20, min_side=2, max_side=4,
+           tokenizer_tasks=60, families=("flip_lr", "recolour"), ttt_n_max=4),
     Preset("tiny", n_layer=4, n_embd=128, n_head=4, sequence_len=1024, vocab_size=1024, batch_size=8,
            pretrain_seconds=300, pretrain_steps=100_000, sft_seconds=60, sft_steps=100_000, min_side=2, max_side=4,
            families=TINY_FAMILIES, ttt_n_max=16),
