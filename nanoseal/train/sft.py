@@ -27,7 +27,8 @@ from nanoseal.engine import Engine
 from nanoseal.train.data import feasible_families, grid_documents, mix, selfedit_documents, task_stream
 from nanoseal.train.loop import TrainConfig, train
 from nanoseal.train.presets import Preset, get_preset
-from nanoseal.train.pretrain import add_common_args, finished, pretrain
+from nanoseal.train.pretrain import add_args as pretrain_add_args
+from nanoseal.train.pretrain import finished, pretrain
 
 
 def sft(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: str = "auto") -> str:
@@ -80,11 +81,7 @@ def valid_selfedit_rate(model, tokenizer, preset: Preset, n_tasks: int, k: int, 
     return valid / max(1, total)
 
 
-def add_args(parser: argparse.ArgumentParser) -> None:
-    """Flags of `nanoseal sft`."""
-    add_common_args(parser)
-    parser.add_argument("--minutes", type=float, default=None, help="time budget (default: the preset's)")
-    parser.add_argument("--steps", type=int, default=None, help="step budget (default: the preset's)")
+add_args = pretrain_add_args  # the same flags: preset, seed, device, dtype, --minutes, --steps
 
 
 def run(args: argparse.Namespace) -> int:
