@@ -5,10 +5,11 @@ import os
 
 import pytest
 
+from nanoseal.arc.gen import feasible_families
 from nanoseal.checkpoint import load_model
 from nanoseal.cli import main
 from nanoseal.seal.selfedit import parse_self_edit, selfedit_conversation
-from nanoseal.train.data import feasible_families, mix, selfedit_documents, task_stream, tokenizer_corpus
+from nanoseal.train.data import mix, selfedit_documents, task_stream, tokenizer_corpus
 from nanoseal.train.presets import get_preset
 from nanoseal.train.pretrain import finished, pretrain
 from nanoseal.train.sft import sft, valid_selfedit_rate

@@ -17,10 +17,11 @@ evaluation measures transfer to new rules built from familiar parts.
     nanoseal arc gen gravity_down --seed 3      # shows one instance
 """
 
+import functools
 import random
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nanoseal.arc.augment import flip_lr, flip_ud, rot180, rot270, tile, transpose, upscale
@@ -613,6 +614,25 @@ def make_tasks(families: tuple[str, ...] | list[str], n_per_family: int, seed: i
     """n_per_family instances of each family, seeds seed..seed+n-1."""
     return [make_task(f, seed + i, **kwargs) for f in families for i in range(n_per_family)]
 
+
+
+def feasible_families(families: Sequence[str], min_side: int, max_side: int) -> list[str]:
+    """The families that can draw inputs with sides in min_side..max_side (an error if none can)."""
+    ok = [f for f in families if max(min_side, FAMILIES[f].min_side) <= min(max_side, FAMILIES[f].max_side)
+          and _draws(f, min_side, max_side)]
+    if not ok:
+        raise NanosealError(f"no task family draws grids with sides {min_side}..{max_side}")
+    return ok
+
+
+@functools.lru_cache(maxsize=None)
+def _draws(family: str, min_side: int, max_side: int) -> bool:
+    """Whether a family can draw a task with these sides (a few tiny grids have too few distinct inputs)."""
+    try:
+        make_task(family, 0, min_side=min_side, max_side=max_side)
+        return True
+    except RuntimeError:
+        return False
 
 if __name__ == "__main__":
     for name, fam in FAMILIES.items():

@@ -13,9 +13,8 @@ SPEC is one of
 import os
 
 from nanoseal.arc.data import Task, find_task, load_tasks
-from nanoseal.arc.gen import EVAL_FAMILIES, TRAIN_FAMILIES, make_task, make_tasks, parse_instance_id
+from nanoseal.arc.gen import EVAL_FAMILIES, TRAIN_FAMILIES, feasible_families, make_task, make_tasks, parse_instance_id
 from nanoseal.common import NanosealError
-from nanoseal.train.data import feasible_families
 
 SEAL_ARC_TRAIN = ("44f52bb0 4be741c5 5582e5ca 5614dbcf 5bd6f4ac 6150a2bd 67e8384a 6d0aefbc 6e02f1e3 8be77c9e "
                   "8d5021e8 8e1813be").split()

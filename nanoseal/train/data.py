@@ -13,15 +13,13 @@ The self-edit documents teach the format only: the answer is drawn from a broad 
 which settings work; ReST-EM is what teaches it that.
 """
 
-import functools
 import random
 from collections.abc import Iterator, Sequence
 
 from nanoseal.arc.augment import GEOMETRIC_VIEWS, apply_to_task, random_colour_permutation, shuffle_demos
 from nanoseal.arc.data import Task
-from nanoseal.arc.gen import FAMILIES, make_task
+from nanoseal.arc.gen import feasible_families, make_task
 from nanoseal.arc.prompts import task_conversation
-from nanoseal.common import NanosealError
 from nanoseal.seal.selfedit import random_self_edit_text, selfedit_conversation
 
 STYLE = "compact"
@@ -42,25 +40,6 @@ def task_stream(families: Sequence[str], seed: int, min_side: int = 3, max_side:
             continue
         family = rng.choice(families)
         yield make_task(family, TRAIN_SEED_OFFSET + rng.randrange(2**31), k=k, min_side=min_side, max_side=max_side)
-
-
-def feasible_families(families: Sequence[str], min_side: int, max_side: int) -> list[str]:
-    """The families that can draw inputs with sides in min_side..max_side (an error if none can)."""
-    ok = [f for f in families if max(min_side, FAMILIES[f].min_side) <= min(max_side, FAMILIES[f].max_side)
-          and _draws(f, min_side, max_side)]
-    if not ok:
-        raise NanosealError(f"no task family draws grids with sides {min_side}..{max_side}")
-    return ok
-
-
-@functools.lru_cache(maxsize=None)
-def _draws(family: str, min_side: int, max_side: int) -> bool:
-    """Whether a family can draw a task with these sides (a few tiny grids have too few distinct inputs)."""
-    try:
-        make_task(family, 0, min_side=min_side, max_side=max_side)
-        return True
-    except RuntimeError:
-        return False
 
 
 def augment(task: Task, rng: random.Random) -> Task:

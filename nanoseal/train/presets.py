@@ -39,8 +39,7 @@ class Preset:
 
     def family_names(self) -> list[str]:
         """The procedural families this preset trains on (those that can draw its grid sides)."""
-        from nanoseal.arc.gen import TRAIN_FAMILIES
-        from nanoseal.train.data import feasible_families
+        from nanoseal.arc.gen import TRAIN_FAMILIES, feasible_families
 
         return feasible_families(self.families or TRAIN_FAMILIES, self.min_side, self.max_side)
 

@@ -20,11 +20,11 @@ import random
 
 import torch
 
-from nanoseal.arc.gen import EVAL_FAMILIES
+from nanoseal.arc.gen import EVAL_FAMILIES, feasible_families
 from nanoseal.checkpoint import load_model
 from nanoseal.common import autodetect_device, get_base_dir, print0, seed_everything
 from nanoseal.engine import Engine
-from nanoseal.train.data import feasible_families, grid_documents, mix, selfedit_documents, task_stream
+from nanoseal.train.data import grid_documents, mix, selfedit_documents, task_stream
 from nanoseal.train.loop import TrainConfig, train
 from nanoseal.train.presets import Preset, get_preset
 from nanoseal.train.pretrain import add_args as pretrain_add_args
