@@ -10,9 +10,10 @@ the table and the report's path.
 
 Steps: `nanoseal train-tokenizer`, `pretrain` and `sft` for the preset (each reused when its finished
 checkpoint is cached under $NANOSEAL_BASE_DIR, default ~/.cache/nanoseal), then `nanoseal seal` with
-  --tasks       <family>-<seed>-s<lo>-<hi>,...  --train-tasks instances of each preset family (seeds 0, 1, ...)
-  --eval-tasks  the same for --eval-tasks held-out instances (seeds from 1,000,000: new colours, shapes and
-                parameters of the same families), never seen in pretraining, SFT or the SEAL rounds
+  --tasks       <family>-<seed>-s<lo>-<hi>,...  --train-tasks instances of each preset family (seeds 1000 S,
+                1000 S + 1, ... for --seed S)
+  --eval-tasks  the same for --eval-tasks held-out instances (seeds from 1,000,000 + 1000 S: new colours, shapes
+                and parameters of the same families), never drawn by pretraining, SFT or the SEAL rounds
 The run directory (--run-dir, default <base>/runs/demo-<timestamp>) holds results.json and report.md;
 re-running the same command resumes it.
 """
@@ -24,10 +25,11 @@ from nanoseal.arc.gen import instance_id
 from nanoseal.common import autodetect_device, get_base_dir
 from nanoseal.seal import run as seal_run
 from nanoseal.train.presets import get_preset
-from nanoseal.train.pretrain import add_common_args
+from nanoseal.train.pretrain import add_common_args, budget
 from nanoseal.train.sft import sft
 
 HELDOUT_SEED = 1_000_000  # held-out instances: seeds far from the training tasks' (0...) and pretraining's (1e7...)
+SEED_STRIDE = 1000  # --seed S draws instance seeds from S * 1000 on (training) and 1e6 + S * 1000 on (held out)
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -45,8 +47,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="prior: 10 recipes (default, cheap); seal: SEAL's 24")
     parser.add_argument("--policy-seed", type=int, default=0,
                         help="seed of tokenizer/pretraining/SFT (the cached policy is per base dir)")
-    parser.add_argument("--pretrain-minutes", type=float, default=None, help="default: the preset's")
-    parser.add_argument("--sft-minutes", type=float, default=None, help="default: the preset's")
+    parser.add_argument("--pretrain-minutes", type=float, default=None,
+                        help="a time budget instead of the preset's steps")
+    parser.add_argument("--sft-minutes", type=float, default=None, help="a time budget instead of the preset's steps")
 
 
 def instance_ids(preset, first_seed: int, n: int) -> str:
@@ -60,8 +63,8 @@ def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:
     if args.tasks == "seal-arc":
         tasks, eval_tasks = "seal-arc-train", "seal-arc-eval"
     else:
-        tasks = instance_ids(preset, 0, args.train_tasks)
-        eval_tasks = instance_ids(preset, HELDOUT_SEED, args.eval_tasks)
+        tasks = instance_ids(preset, SEED_STRIDE * args.seed, args.train_tasks)
+        eval_tasks = instance_ids(preset, HELDOUT_SEED + SEED_STRIDE * args.seed, args.eval_tasks)
     argv = ["--checkpoint", checkpoint, "--tasks", tasks, "--eval-tasks", eval_tasks, "--rounds", str(args.rounds),
             "--self-edits", str(args.self_edits), "--seed", str(args.seed), "--dtype", args.dtype,
             "--n-max", str(preset.ttt_n_max), "--oracle-grid", args.oracle_grid]
@@ -77,8 +80,10 @@ def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Entry point of `nanoseal demo`."""
     t0 = time.time()
-    minutes = {"pretrain_seconds": args.pretrain_minutes, "sft_seconds": args.sft_minutes}
-    preset = get_preset(args.preset, **{k: v * 60 for k, v in minutes.items() if v is not None})
+    pre_s, pre_steps = budget(args.pretrain_minutes, None)
+    sft_s, sft_steps = budget(args.sft_minutes, None)
+    preset = get_preset(args.preset, pretrain_seconds=pre_s, pretrain_steps=pre_steps, sft_seconds=sft_s,
+                        sft_steps=sft_steps)
     base = get_base_dir()
     if args.run_dir is None:
         args.run_dir = f"{base}/runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -7,7 +7,9 @@ CPU minute to a GPU node, only the numbers change.
     d12    nanochat's d12 shape, for one GPU
     d20    nanochat's d20 shape, for a GPU node
 
-Budgets are wall-clock seconds (pretrain_seconds, sft_seconds) or steps, whichever ends first. Grid sizes
+Budgets are steps or wall-clock seconds (pretrain_seconds, sft_seconds; 0 = no time limit), whichever ends
+first. The tiny preset counts steps only, so a seed gives the same policy on a busy or a quiet machine
+(its step counts take ~5 and ~1 minutes on 2 quiet cores). Grid sizes
 (min_side/max_side) bound the procedural tasks the model trains on; a bigger model can take bigger grids.
     python -m nanoseal.train.presets        # print the table
 """
@@ -25,7 +27,7 @@ class Preset:
     n_head: int
     sequence_len: int
     vocab_size: int
-    batch_size: int  # rows of sequence_len tokens per step
+    batch_size: int  # rows per step
     pretrain_seconds: float
     pretrain_steps: int
     sft_seconds: float
@@ -36,6 +38,7 @@ class Preset:
     selfedit_frac: float = 0.3  # share of self-edit documents in the SFT mixture (the rest: grid answers)
     families: tuple = ()  # procedural families trained on and used by the demo (empty: every training family)
     ttt_n_max: int = 250  # TTT examples per self-edit at most (SEAL: 250)
+    pretrain_row_len: int = 0  # tokens per pretraining row (0: sequence_len); shorter rows = more steps per token
 
     def family_names(self) -> list[str]:
         """The procedural families this preset trains on (those that can draw its grid sides)."""
@@ -58,8 +61,8 @@ PRESETS = {p.name: p for p in [
            pretrain_seconds=0, pretrain_steps=6, sft_seconds=0, sft_steps=20, min_side=2, max_side=4,
            tokenizer_tasks=60, families=("flip_lr", "recolour"), ttt_n_max=4),
     Preset("tiny", n_layer=4, n_embd=128, n_head=4, sequence_len=1024, vocab_size=1024, batch_size=8,
-           pretrain_seconds=300, pretrain_steps=100_000, sft_seconds=60, sft_steps=100_000, min_side=2, max_side=4,
-           families=TINY_FAMILIES, ttt_n_max=16),
+           pretrain_seconds=0, pretrain_steps=1100, sft_seconds=0, sft_steps=110, min_side=2, max_side=4,
+           families=TINY_FAMILIES, ttt_n_max=16, pretrain_row_len=512),
     Preset("d12", n_layer=12, n_embd=768, n_head=6, sequence_len=2048, vocab_size=8192, batch_size=32,
            pretrain_seconds=3600, pretrain_steps=20_000, sft_seconds=900, sft_steps=2_000, max_side=12,
            tokenizer_tasks=20_000),

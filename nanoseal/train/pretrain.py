@@ -1,8 +1,8 @@
 """
 `nanoseal pretrain`: base pretraining of a policy on ARC-style few-shot tasks, from a CPU minute to a GPU run.
 
-    nanoseal pretrain --preset tiny                 # ~5 min on 2 CPU cores
-    nanoseal pretrain --preset tiny --minutes 10    # longer (resumes the same checkpoint folder)
+    nanoseal pretrain --preset tiny                 # 1,100 steps, ~5 min on 2 CPU cores
+    nanoseal pretrain --preset tiny --minutes 10    # a time budget instead of the preset's steps
     nanoseal pretrain --preset d12 --device cuda
 
 Data (nanoseal.train.data): an endless seeded stream of fresh procedural instances of the training families
@@ -65,8 +65,9 @@ def pretrain(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: s
     pool = arc_pool(preset)
     tasks = task_stream(preset.family_names(), seed, preset.min_side, preset.max_side, pool=pool,
                         pool_frac=arc_frac if pool else 0.0)
-    docs = grid_documents(tasks, tokenizer, preset.sequence_len, seed, train_on="all")
-    cfg = TrainConfig(batch_size=preset.batch_size, seq_len=preset.sequence_len, max_steps=preset.pretrain_steps,
+    row_len = preset.pretrain_row_len or preset.sequence_len
+    docs = grid_documents(tasks, tokenizer, row_len, seed, train_on="all")
+    cfg = TrainConfig(batch_size=preset.batch_size, seq_len=row_len, max_steps=preset.pretrain_steps,
                       max_seconds=preset.pretrain_seconds, dtype=dtype, save_every=100, log_every=50)
     meta = {"source": "pretrain", "preset": preset.to_dict(), "seed": seed,
             "data": f"procedural train families + {len(pool)} ARC-AGI-1 train tasks, sides <= {preset.max_side}"}
@@ -87,14 +88,23 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Flags of `nanoseal pretrain`."""
     add_common_args(parser)
-    parser.add_argument("--minutes", type=float, default=None, help="time budget (default: the preset's)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="time budget; alone, it replaces the preset's step count")
     parser.add_argument("--steps", type=int, default=None, help="step budget (default: the preset's)")
+
+
+def budget(minutes: float | None, steps: int | None) -> tuple[float | None, int | None]:
+    """(seconds, steps) overrides from --minutes/--steps: minutes alone lifts the step cap."""
+    seconds = minutes * 60 if minutes is not None else None
+    if seconds is not None and steps is None:
+        steps = 10**9
+    return seconds, steps
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `nanoseal pretrain`."""
-    seconds = args.minutes * 60 if args.minutes is not None else None
-    preset = get_preset(args.preset, pretrain_seconds=seconds, pretrain_steps=args.steps)
+    seconds, steps = budget(args.minutes, args.steps)
+    preset = get_preset(args.preset, pretrain_seconds=seconds, pretrain_steps=steps)
     torch.set_float32_matmul_precision("high")
     pretrain(preset, get_base_dir(), args.seed, autodetect_device(args.device), args.dtype)
     return 0

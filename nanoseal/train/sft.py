@@ -28,7 +28,7 @@ from nanoseal.train.data import grid_documents, mix, selfedit_documents, task_st
 from nanoseal.train.loop import TrainConfig, train
 from nanoseal.train.presets import Preset, get_preset
 from nanoseal.train.pretrain import add_args as pretrain_add_args
-from nanoseal.train.pretrain import finished, pretrain
+from nanoseal.train.pretrain import budget, finished, pretrain
 
 
 def sft(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: str = "auto") -> str:
@@ -86,7 +86,7 @@ add_args = pretrain_add_args  # the same flags: preset, seed, device, dtype, --m
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `nanoseal sft`."""
-    seconds = args.minutes * 60 if args.minutes is not None else None
-    preset = get_preset(args.preset, sft_seconds=seconds, sft_steps=args.steps)
+    seconds, steps = budget(args.minutes, args.steps)
+    preset = get_preset(args.preset, sft_seconds=seconds, sft_steps=steps)
     sft(preset, get_base_dir(), args.seed, autodetect_device(args.device), args.dtype)
     return 0
