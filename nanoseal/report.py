@@ -2,6 +2,7 @@
 Run report of a `nanoseal seal` run directory: `report.md` plus `plots/*.png`.
 
     nanoseal report RUN_DIR
+    nanoseal report RUN_DIR1 RUN_DIR2 RUN_DIR3     # each report, then the table across runs (seeds)
     python -c "from nanoseal.report import write_report; print(write_report('RUN_DIR'))"
 
 Reads `RUN_DIR/results.json` (required: per-method scores, per-round ReST-EM stats, config, seed,
@@ -480,12 +481,35 @@ def write_report(run_dir: str) -> str:
     return path
 
 
+def seeds_table(run_dirs: list[str]) -> str:
+    """Markdown table of each method's success rate across runs: mean ± sample std, then every run's value."""
+    runs = [load_results(d) for d in run_dirs]
+    methods = _method_order({m for r in runs for m in r.get("methods", {})})
+    header = ["method", f"success (mean ± std, n={len(runs)})", "solved any (mean)"]
+    header += [f"seed {r.get('seed', '?')}" for r in runs]
+    rows = []
+    for m in methods:
+        rates = [r["methods"][m]["success_rate"] for r in runs if m in r.get("methods", {})]
+        solved = [r["methods"][m]["tasks_solved_any"] / r["methods"][m]["n_tasks"] for r in runs
+                  if m in r.get("methods", {}) and r["methods"][m].get("n_tasks")]
+        mean = _mean(rates)
+        std = (sum((x - mean) ** 2 for x in rates) / (len(rates) - 1)) ** 0.5 if len(rates) > 1 else None
+        cells = [_num(r["methods"][m]["success_rate"], ".3f") if m in r.get("methods", {}) else NA for r in runs]
+        spread = f"{mean:.3f} ± {std:.3f}" if std is not None else _num(mean, ".3f")
+        rows.append([m, spread, _pct(_mean(solved))] + cells)
+    return "\n".join(_table(header, rows)) + "\n"
+
+
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of `nanoseal report`."""
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a `nanoseal seal` run directory")
+    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
+                        help="`nanoseal seal` run directories; with several, also a table across them")
 
 
 def run(args: argparse.Namespace) -> int:
-    """CLI handler: write the report and print its path."""
-    print(write_report(args.run_dir))
+    """CLI handler: write each report and print its path; with several runs, print the table across them."""
+    for d in args.run_dir:
+        print(write_report(d))
+    if len(args.run_dir) > 1:
+        print(seeds_table(args.run_dir), end="")
     return 0

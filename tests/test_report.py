@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from nanoseal.common import NanosealError
-from nanoseal.report import add_args, load_selfedits, run, write_report
+from nanoseal.report import add_args, load_selfedits, run, seeds_table, write_report
 
 
 def _edit(basic=True, size=False, chain=False, repeat=False, strategy="train_using_all_tokens", lr=1e-4, epochs=2):
@@ -235,3 +235,30 @@ def test_cli_handler(tmp_path, capsys):
     add_args(parser)
     assert run(parser.parse_args([run_dir])) == 0
     assert capsys.readouterr().out.strip() == os.path.join(run_dir, "report.md")
+
+
+def test_seeds_table_mean_std_and_cli(tmp_path, capsys):
+    dirs = []
+    for seed, icl in ((0, 0.25), (1, 0.5), (2, 0.75)):
+        run_dir = make_run_dir(tmp_path / f"s{seed}")
+        path = os.path.join(run_dir, "results.json")
+        with open(path) as f:
+            results = json.load(f)
+        results["seed"] = seed
+        results["methods"]["icl"]["success_rate"] = icl
+        with open(path, "w") as f:
+            json.dump(results, f)
+        dirs.append(run_dir)
+    table = seeds_table(dirs)
+    icl_row = next(line for line in table.splitlines() if line.startswith("| icl |"))
+    assert "0.500 ± 0.250" in icl_row  # mean 0.5, sample std 0.25
+    assert icl_row.endswith("| 0.250 | 0.500 | 0.750 |")
+    assert "| seed 0 | seed 1 | seed 2 |" in table.splitlines()[0] + " |"
+    oracle_row = next(line for line in table.splitlines() if line.startswith("| oracle |"))
+    assert "1.000 ± 0.000" in oracle_row and "100.0%" in oracle_row
+    parser = argparse.ArgumentParser()
+    add_args(parser)
+    assert run(parser.parse_args(dirs)) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:3] == [os.path.join(d, "report.md") for d in dirs]
+    assert "0.500 ± 0.250" in out
