@@ -6,12 +6,19 @@
 
 Every command's handler returns an exit status. A NanosealError (bad input: which file, which field,
 what was expected) is printed as one line on stderr with exit status 2, never as a traceback.
+
+Under torchrun (`torchrun --nproc_per_node=N -m nanoseal pretrain|sft|seal|demo ...`) each process joins the
+process group before its command runs and leaves it after (nanoseal.dist); other commands refuse to run on
+several processes. An error on a rank other than 0 is prefixed with "[rank N]".
 """
 
 import argparse
 import sys
 
+from nanoseal import dist
 from nanoseal.common import NanosealError
+
+DIST_COMMANDS = ("pretrain", "sft", "seal", "demo")  # the commands that spread their work over torchrun's ranks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,10 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     """Parse argv, run the command, turn NanosealError into a one-line message."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    where = f"[rank {dist.rank()}] " if dist.rank() else ""
     try:
-        return int(args.func(args) or 0)
+        if dist.is_distributed():
+            if args.command not in DIST_COMMANDS:
+                raise NanosealError(f"runs on one process; under torchrun only {', '.join(DIST_COMMANDS)} do")
+            dist.init()
+        status = int(args.func(args) or 0)
+        dist.teardown()
+        return status
     except NanosealError as e:
-        print(f"nanoseal {args.command}: error: {e}", file=sys.stderr)
+        print(f"{where}nanoseal {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"nanoseal {args.command}: interrupted", file=sys.stderr)

@@ -21,6 +21,11 @@ easy tasks cannot take every slot and the policy keeps seeing a spread of tasks)
 The forgetting probe has named parts, each measured before and after the merge: the self-edit SFT
 documents of the first training tasks (with the default self-edit) and ARC grid-answer documents of the
 same tasks (their demonstrations in leave-one-out form, the last one as the query, loss on the answer).
+
+Under torchrun (nanoseal.dist) the update is data-parallel: every rank holds the same pairs and draws the same
+batches; it trains on documents rank::world of each batch, divides its summed token loss by the batch's token
+count and the adapter gradients are summed over ranks, so each step is the single-process step (within float
+rounding). After the merge, rank 0's weights are broadcast so every rank holds exactly the same policy.
 """
 
 import math
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nanoseal import dist
 from nanoseal.arc.data import Task
 from nanoseal.arc.prompts import training_conversation
 from nanoseal.arc.ttt_data import leave_n_out
@@ -181,6 +187,20 @@ def forgetting_summary(before: dict[str, tuple[float, int]], after: dict[str, tu
     return {**overall, "tolerance": tolerance, "parts": parts}
 
 
+def data_parallel_backward(model, mine: list, batch: list, pad_id: int, dtype: str = "auto") -> torch.Tensor:
+    """Backward of this rank's documents' summed loss over the whole batch's token count; returns the batch's
+    mean token loss (summed over ranks), as one process would have computed on the whole batch."""
+    device = model.get_device()
+    n_tokens = max(1, sum(1 for _, mask in batch for m in mask[1:] if m))
+    loss_sum = torch.zeros((), device=device)
+    if mine:  # a rank may get no document of a short last batch: it contributes zero gradients
+        inputs, targets = pad_batch(mine, pad_id)
+        with autocast_ctx(device, dtype):
+            loss_sum = model(inputs.to(device), targets.to(device), loss_reduction="sum")
+        (loss_sum / n_tokens).backward()
+    return dist.all_reduce(loss_sum.detach().float()) / n_tokens
+
+
 def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tuple[str, str]],
                   cfg: RestemConfig, seed: int = 0, forgetting_docs: dict[str, list] | list | None = None) -> dict:
     """Behaviour-clone the pairs into the policy with a LoRA and merge it; returns a summary dict."""
@@ -206,18 +226,24 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
     total = per_epoch * cfg.epochs
     warmup = int(cfg.warmup_frac * total)
     step = 0
+    world, rank = dist.world_size(), dist.rank()
     model.train()
     try:
         for _ in range(cfg.epochs):
             order = list(range(len(docs)))
             rng.shuffle(order)
             for i in range(0, len(order), cfg.batch_size):
-                inputs, targets = pad_batch([docs[j] for j in order[i:i + cfg.batch_size]], pad_id)
+                batch = [docs[j] for j in order[i:i + cfg.batch_size]]
                 for group in opt.param_groups:
                     group["lr"] = cosine_lr(step, cfg.learning_rate, warmup, total)
-                with autocast_ctx(device, cfg.dtype):
-                    loss = model(inputs.to(device), targets.to(device))
-                loss.backward()
+                if world == 1:
+                    inputs, targets = pad_batch(batch, pad_id)
+                    with autocast_ctx(device, cfg.dtype):
+                        loss = model(inputs.to(device), targets.to(device))
+                    loss.backward()
+                else:
+                    loss = data_parallel_backward(model, batch[rank::world], batch, pad_id, cfg.dtype)
+                    dist.all_reduce_grads(params)
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -228,6 +254,7 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
         raise
     model.eval()
     remove_lora(model, merge=True)  # the policy keeps what it learned; plain linears again
+    dist.broadcast_module(model)  # every rank holds exactly rank 0's merged policy
     summary["steps"] = step
     last_epoch = summary["loss_curve"][-per_epoch:]
     summary["restem_loss"] = round(sum(last_epoch) / len(last_epoch), 5) if last_epoch else None

@@ -22,18 +22,29 @@ events.log, rounds/<i>/policy/ and rounds/<i>/summary.json, results.json. Every 
 single fsynced append; re-running the same command resumes: rows already written are never redone or
 duplicated (each row has a key: phase, round, method, task, k), and a changed config is refused.
 (DESIGN.md puts the outer loop in restem.py; it lives here so restem.py stays the policy update alone.)
+
+Under torchrun (`torchrun --nproc_per_node=N -m nanoseal seal <same flags>`, nanoseal.dist) the work items (a
+training task's K self-edits, sampled together and trained as K adapters in one TTT call; an evaluation task x
+method) are spread over the ranks in waves of N items, item j of a wave on rank j. Each item is seeded by its
+task index alone, so the rows are the single-process rows whatever rank computes them. Rank 0 gathers each
+wave's rows and appends them (a crash loses at most the wave in flight), decides what is pending on resume,
+selects the ReST-EM pairs and alone writes the run directory; the other ranks never touch it. The ReST-EM
+update itself is data-parallel (nanoseal.seal.restem). A rank that dies stops the job (torchrun stops the
+others; a collective that gets no answer fails after $NANOSEAL_DIST_TIMEOUT seconds); re-run to resume.
 """
 
 import argparse
 import copy
 import json
 import os
+import sys
 import time
 from dataclasses import asdict
 
 import torch
 from tqdm import tqdm
 
+from nanoseal import dist
 from nanoseal.arc.prompts import few_shot_prompt
 from nanoseal.checkpoint import build_model, load_model, save_checkpoint
 from nanoseal.common import NanosealError, atomic_write_json, autodetect_device, get_base_dir, read_json_object
@@ -57,6 +68,8 @@ RUN_CONFIG_KEYS = ("checkpoint", "source", "tasks", "eval_tasks", "rounds", "sel
                    "n_max", "max_views", "lora_rank", "restem_lr", "restem_epochs", "no_oracle", "dtype")
 # keys added later, with the value a run dir that predates them was run with (so such a run still resumes)
 LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0, "oracle_grid": "seal"}
+DIE_AFTER_ENV = "NANOSEAL_TEST_DIE_AFTER"  # tests only: see die_hook
+_items_done = [0]  # work items this process has finished (for die_hook)
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -224,13 +237,45 @@ def load_round_policy(run_dir: str, rnd: int, device) -> torch.nn.Module | None:
     return model
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry point of `nanoseal seal`."""
-    check_reward_args(args)
-    device = autodetect_device(args.device)
-    run_dir = args.run_dir or os.path.join(get_base_dir(), "runs", time.strftime("seal-%Y%m%d-%H%M%S"))
+class _NoLog:
+    """The event log of ranks other than 0: they write nothing."""
+
+    def log(self, *args, **kwargs) -> None:
+        """Drop the event."""
+
+
+def die_hook(rank: int, world: int) -> None:
+    """Tests only: with NANOSEAL_TEST_DIE_AFTER=N the last rank exits (status 1, no goodbye) before its item N+1."""
+    after = os.environ.get(DIE_AFTER_ENV)
+    if after is not None and rank == world - 1 and _items_done[0] >= int(after):
+        print(f"rank {rank}: {DIE_AFTER_ENV}={after} reached: exiting without a word", file=sys.stderr, flush=True)
+        os._exit(1)
+
+
+def spread(items: list, work, on_done, desc: str) -> None:
+    """work(item) -> rows for every item, spread over the ranks in waves (item j of a wave on rank j); rank 0
+    receives each wave's rows and hands them to on_done(item, rows) in item order, so a crash loses one wave at
+    most. On one process: each item in turn, as a plain loop."""
+    rank, world = dist.rank(), dist.world_size()
+    bar = tqdm(total=len(items), desc=desc, leave=False, disable=rank != 0)
+    for start in range(0, len(items), world):
+        wave = items[start:start + world]
+        mine = None
+        if rank < len(wave):
+            die_hook(rank, world)
+            mine = work(wave[rank])
+            _items_done[0] += 1
+        gathered = dist.gather_object(mine)
+        if rank == 0:
+            for item, new in zip(wave, gathered):
+                on_done(item, new)
+            bar.update(len(wave))
+    bar.close()
+
+
+def check_config(run_dir: str, config: dict) -> None:
+    """Write config.json, or refuse (one line) a run directory started with other settings."""
     os.makedirs(run_dir, exist_ok=True)
-    config = run_config(args)
     config_path = os.path.join(run_dir, "config.json")
     if os.path.exists(config_path):
         old = {**LATER_CONFIG_DEFAULTS, **read_json_object(config_path)}
@@ -240,7 +285,27 @@ def run(args: argparse.Namespace) -> int:
                                 " use another --run-dir or the original flags")
     else:
         atomic_write_json(config_path, config)
-    log = EventLog(run_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `nanoseal seal`."""
+    check_reward_args(args)
+    rank = dist.rank()
+    device = dist.local_device(autodetect_device(args.device))
+    # rank 0 alone owns the run directory: the other ranks never read or write it (no shared storage needed)
+    run_dir = dist.broadcast_object(args.run_dir or os.path.join(get_base_dir(), "runs",
+                                                                 time.strftime("seal-%Y%m%d-%H%M%S")))
+    config = run_config(args)
+    error = None
+    if rank == 0:
+        try:
+            check_config(run_dir, config)
+        except NanosealError as e:
+            error = str(e)
+    error = dist.broadcast_object(error)
+    if error:  # rank 0 says why; the other ranks stop quietly with the same status
+        raise NanosealError(error) if rank == 0 else SystemExit(2)
+    log = EventLog(run_dir) if rank == 0 else _NoLog()
     model, tokenizer, meta = load_model(args.checkpoint or get_base_dir(), device=device, source=args.source)
     style = "compact"
     ttt_cfg = TTTConfig(rank=args.lora_rank, alpha=args.lora_rank, n_max=args.n_max, max_views=args.max_views,
@@ -262,32 +327,48 @@ def run(args: argparse.Namespace) -> int:
     if not eval_tasks:
         raise NanosealError(f"none of the evaluation tasks ({args.eval_tasks}) fits the model's context "
                             f"of {model.config.sequence_len} tokens")
-    rows = Rows(os.path.join(run_dir, "selfedits.jsonl"))
+    rows = Rows(os.path.join(run_dir, "selfedits.jsonl")) if rank == 0 else None
     K = args.self_edits
     round0 = copy.deepcopy(model) if args.rounds else model  # the un-trained policy, for the baselines
     rounds_summary = []
     policy = model
     probe = forgetting_probe(tokenizer, train_tasks, restem_cfg, model.config.sequence_len)  # fixed, a handful
-    # ---- ReST-EM rounds on the training tasks
+
+    def train_item(item: tuple[int, int]) -> list[dict]:  # (round, task index): K self-edits of the policy, TTT'd
+        rnd, i = item
+        return selfedit_group(policy, tokenizer, train_tasks[i], ("train", rnd, "seal", train_tasks[i].id), K, args,
+                              ttt_cfg, args.seed * 7919 + i)
+
+    def train_done(item: tuple[int, int], new: list[dict]) -> None:
+        key = ("train", item[0], "seal", train_tasks[item[1]].id)
+        rows.add(new)
+        log.log(f"round {item[0]} task {key[3]}: rewards {[r['reward'] for r in rows.select(*key[:3])][-K:]}",
+                db_phase="ttt", method="seal")
+
+    # ---- ReST-EM rounds on the training tasks: one work item per task (its K self-edits train as K adapters)
     for rnd in range(args.rounds):
-        saved = load_round_policy(run_dir, rnd + 1, device)
-        if saved is not None:
-            policy = saved
-            rounds_summary.append(read_json_object(os.path.join(run_dir, "rounds", str(rnd + 1), "summary.json")))
+        saved = load_round_policy(run_dir, rnd + 1, device) if rank == 0 else None
+        if dist.broadcast_object(saved is not None):
+            if rank == 0:
+                policy = saved
+                rounds_summary.append(read_json_object(os.path.join(run_dir, "rounds", str(rnd + 1), "summary.json")))
+            dist.broadcast_module(policy)  # the other ranks receive rank 0's saved policy
             continue
-        for i, task in enumerate(tqdm(train_tasks, desc=f"round {rnd} sample+ttt", leave=False)):
-            key = ("train", rnd, "seal", task.id)
-            if not rows.done(key, K):
-                rows.add(selfedit_group(policy, tokenizer, task, key, K, args, ttt_cfg, args.seed * 7919 + i))
-                log.log(f"round {rnd} task {task.id}: rewards {[r['reward'] for r in rows.select(*key[:3])][-K:]}",
-                        db_phase="ttt", method="seal")
-        round_rows = rows.select("train", rnd, "seal")
-        if args.reward == "continuous":
-            pairs = select_pairs_topk(round_rows, args.top_k)
-        else:
-            pairs = select_pairs(round_rows)
+        pending = [(rnd, i) for i, t in enumerate(train_tasks) if not rows.done(("train", rnd, "seal", t.id), K)] \
+            if rank == 0 else None
+        spread(dist.broadcast_object(pending), train_item, train_done, f"round {rnd} sample+ttt")
+        pairs = None
+        if rank == 0:
+            round_rows = rows.select("train", rnd, "seal")
+            if args.reward == "continuous":
+                pairs = select_pairs_topk(round_rows, args.top_k)
+            else:
+                pairs = select_pairs(round_rows)
+        pairs = dist.broadcast_object(pairs)
         summary = restem_update(policy, tokenizer, {t.id: t for t in train_tasks}, pairs, restem_cfg,
-                                seed=args.seed + rnd, forgetting_docs=probe)
+                                seed=args.seed + rnd, forgetting_docs=probe)  # data-parallel over the ranks
+        if rank != 0:
+            continue
         stats = summarise(round_rows, train_tasks, K)
         summary.update(round=rnd, success_rate=stats["success_rate"], n_pairs=stats["n_pairs"], reward=args.reward)
         fg = summary["forgetting"]
@@ -300,27 +381,43 @@ def run(args: argparse.Namespace) -> int:
         save_checkpoint(os.path.join(folder, "policy"), 0, policy.state_dict(), None,
                         {"model_config": policy.config.to_dict(), "round": rnd + 1, "source": meta["checkpoint_dir"]})
         rounds_summary.append(summary)
-    # ---- evaluation on held-out tasks
+    # ---- evaluation on held-out tasks: one work item per (task, method)
     grid = [] if args.no_oracle else recipe_grid(args.oracle_grid)
     methods = {"icl": (round0, 1), "ttt_fixed": (round0, 1), "ttt_selfedit_round0": (round0, K), "seal": (policy, K)}
     if grid:
         methods["oracle"] = (round0, len(grid))
-    for i, task in enumerate(tqdm(eval_tasks, desc="evaluation", leave=False)):
-        seed = args.seed * 7919 + 100_000 + i
-        for method, (m, n) in methods.items():
-            key = ("eval", 0, method, task.id)
-            if rows.done(key, n):
-                continue
-            if method == "icl":
-                new = icl_group(m, tokenizer, task, key, ttt_cfg, seed)
-            elif method == "ttt_fixed":
-                new = recipe_group(m, tokenizer, task, key, [DEFAULT_SELF_EDIT], ttt_cfg, seed)
-            elif method == "oracle":
-                new = recipe_group(m, tokenizer, task, key, grid, ttt_cfg, seed)
-            else:
-                new = selfedit_group(m, tokenizer, task, key, K, args, ttt_cfg, seed)
-            rows.add(new)
-        log.log(f"evaluated task {task.id}", db_phase="eval")
+
+    def eval_item(item: tuple[int, str]) -> list[dict]:
+        i, method = item
+        task, (m, _) = eval_tasks[i], methods[method]
+        key, seed = ("eval", 0, method, task.id), args.seed * 7919 + 100_000 + i
+        if method == "icl":
+            return icl_group(m, tokenizer, task, key, ttt_cfg, seed)
+        if method == "ttt_fixed":
+            return recipe_group(m, tokenizer, task, key, [DEFAULT_SELF_EDIT], ttt_cfg, seed)
+        if method == "oracle":
+            return recipe_group(m, tokenizer, task, key, grid, ttt_cfg, seed)
+        return selfedit_group(m, tokenizer, task, key, K, args, ttt_cfg, seed)
+
+    remaining = [0] * len(eval_tasks)  # rank 0: pending items per task, to log each task once it is complete
+
+    def eval_done(item: tuple[int, str], new: list[dict]) -> None:
+        rows.add(new)
+        remaining[item[0]] -= 1
+        if remaining[item[0]] == 0:
+            log.log(f"evaluated task {eval_tasks[item[0]].id}", db_phase="eval")
+
+    pending = None
+    if rank == 0:
+        pending = [(i, method) for i, task in enumerate(eval_tasks) for method, (_, n) in methods.items()
+                   if not rows.done(("eval", 0, method, task.id), n)]
+        for i, task in enumerate(eval_tasks):
+            remaining[i] = sum(1 for j, _ in pending if j == i)
+            if not remaining[i]:
+                log.log(f"evaluated task {task.id}", db_phase="eval")
+    spread(dist.broadcast_object(pending), eval_item, eval_done, "evaluation")
+    if rank != 0:
+        return 0
     results = {"methods": {}, "rounds": rounds_summary, "config": config, "skipped_tasks": skipped,
                "seed": args.seed, "extensions": reward_extensions(args), "ttt_config": asdict(ttt_cfg)}
     for method, (_, n) in methods.items():
@@ -339,4 +436,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"{method:<22}{s['success_rate']:>9.3f}{s['tasks_solved_any']:>13d}{s['n_tasks']:>7d}")
     print(f"run directory: {run_dir}\nreport: {report_path}")
     return 0
-

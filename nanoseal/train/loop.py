@@ -11,6 +11,13 @@ position, as returned by Tokenizer.render_conversation). Rows are filled greedil
 does not fit the rest of a row starts the next one (rows padded with targets -1), documents longer
 than a row are truncated. Every `save_every` steps and at the end a checkpoint (model + optimizer +
 data position) is written atomically; calling train() again with the same checkpoint_dir resumes.
+
+Under torchrun (nanoseal.dist) the batch stays the global one: every rank reads the same deterministic document
+stream and packs the same (batch_size, seq_len) batch, then takes rows rank::world of it; each rank's summed
+token loss is divided by the global batch's token count and the gradients are summed over ranks, so every rank
+steps with the gradient of the whole batch, the same as one process (within float rounding). Every rank keeps
+the full optimizer state (identical everywhere); rank 0 alone prints and writes checkpoints, and the step
+timer is the slowest rank's, so time budgets and schedules agree. batch_size must be >= the number of ranks.
 """
 
 import os
@@ -20,8 +27,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from nanoseal import dist
 from nanoseal.checkpoint import find_last_step, load_checkpoint, save_checkpoint
-from nanoseal.common import autocast_ctx, print0
+from nanoseal.common import NanosealError, autocast_ctx, print0
 from nanoseal.optim import setup_optimizers
 
 
@@ -89,12 +97,18 @@ def lr_multiplier(step: int, total: int, warmup_frac: float, warmdown_frac: floa
 
 def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, meta: dict,
           pad_id: int = 0, device=None) -> dict:
-    """Train (resuming from checkpoint_dir if it holds a checkpoint); returns a summary dict."""
+    """Train (resuming from checkpoint_dir if it holds a checkpoint); returns a summary dict (loss_curve: the
+    loss of each step run by this call)."""
     device = device or model.get_device()
+    world, rank = dist.world_size(), dist.rank()
+    if cfg.batch_size < world:
+        raise NanosealError(f"a batch of {cfg.batch_size} rows cannot be spread over {world} ranks "
+                            "(batch_size must be >= the number of processes)")
     optimizers = setup_optimizers(model, unembedding_lr=cfg.unembedding_lr, embedding_lr=cfg.embedding_lr,
                                   matrix_lr=cfg.matrix_lr)
     step, elapsed, docs_done, tokens_done = 0, 0.0, 0, 0
-    if os.path.isdir(checkpoint_dir) and any(f.startswith("model_") for f in os.listdir(checkpoint_dir)):
+    resume = os.path.isdir(checkpoint_dir) and any(f.startswith("model_") for f in os.listdir(checkpoint_dir))
+    if dist.broadcast_object(resume):  # rank 0 decides; with several nodes checkpoint_dir must be shared storage
         last = find_last_step(checkpoint_dir)
         state, optim_state, old_meta = load_checkpoint(checkpoint_dir, last, device, load_optimizer=True)
         model.load_state_dict(state)
@@ -107,7 +121,11 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
         for _ in range(docs_done):  # the document stream is deterministic: skip what was consumed
             next(documents)
 
+    dist.broadcast_module(model)  # every rank starts from rank 0's weights (fresh or resumed)
+
     def save(final: bool):
+        if rank != 0:
+            return
         m = dict(meta, model_config=model.config.to_dict(), step=step, train_config=asdict(cfg),
                  train_state={"elapsed": elapsed, "documents": docs_done, "tokens": tokens_done, "final": final})
         save_checkpoint(checkpoint_dir, step, model.state_dict(),
@@ -119,6 +137,7 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
     batches = pack_rows(documents, cfg.batch_size, cfg.seq_len, pad_id)
     loss_ema, t_last, tok_last = None, time.time(), 0
     last_loss = float("nan")
+    loss_curve = []
     while step < total and (cfg.max_seconds <= 0 or elapsed < cfg.max_seconds):
         t0 = time.time()
         try:
@@ -133,9 +152,18 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
         for opt in optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * lrm
-        with autocast_ctx(device, cfg.dtype):
-            loss = model(inputs, targets)
-        loss.backward()
+        if world == 1:
+            with autocast_ctx(device, cfg.dtype):
+                loss = model(inputs, targets)
+            loss.backward()
+        else:  # this rank's rows; loss normalised by the global batch's tokens, gradients summed over ranks
+            n_tokens = max(1, int((targets >= 0).sum()))
+            with autocast_ctx(device, cfg.dtype):
+                loss_sum = model(inputs[rank::world].contiguous(), targets[rank::world].contiguous(),
+                                 loss_reduction="sum")
+            (loss_sum / n_tokens).backward()
+            dist.all_reduce_grads(model.parameters())
+            loss = dist.all_reduce(loss_sum.detach().float()) / n_tokens
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         for opt in optimizers:
@@ -144,9 +172,13 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
         step += 1
         docs_done = docs_start + consumed
         last_loss = loss.item()
+        loss_curve.append(last_loss)
         loss_ema = last_loss if loss_ema is None else 0.9 * loss_ema + 0.1 * last_loss
         tokens_done += int((targets >= 0).sum())
-        elapsed += time.time() - t0
+        if world == 1:
+            elapsed += time.time() - t0
+        else:  # the slowest rank's step time, so every rank takes the same budget and schedule decisions
+            elapsed += float(dist.all_reduce(torch.tensor([time.time() - t0], dtype=torch.float64), op="max"))
         if step % cfg.log_every == 0 or step == 1:
             now = time.time()
             tps = (tokens_done - tok_last) / max(1e-9, now - t_last)
@@ -155,8 +187,9 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
         if cfg.save_every and step % cfg.save_every == 0:
             save(final=False)
     save(final=True)
+    dist.barrier()  # the final checkpoint is on disk before any rank goes on (e.g. to load it)
     return {"step": step, "loss": loss_ema if loss_ema is not None else last_loss, "seconds": elapsed,
-            "tokens": tokens_done}
+            "tokens": tokens_done, "loss_curve": loss_curve}
 
 
 def pad_batch(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,7 @@
     nanoseal pretrain --preset tiny                 # 1,100 steps, ~5 min on 2 CPU cores
     nanoseal pretrain --preset tiny --minutes 10    # a time budget instead of the preset's steps
     nanoseal pretrain --preset d12 --device cuda
+    torchrun --standalone --nproc_per_node=8 -m nanoseal pretrain --preset d20   # one node, 8 GPUs (README)
 
 Data (nanoseal.train.data): an endless seeded stream of fresh procedural instances of the training families
 (nanoseal.arc.gen.TRAIN_FAMILIES; the held-out families are never seen) with grids of min_side..max_side,
@@ -13,6 +14,8 @@ demonstrations in the system turn, the test input as the user turn, its output a
 every token: each demonstration output is a supervised answer too, which is more signal per token for a model
 this small. Checkpoints land in nanochat's layout: <base>/tokenizer/ and <base>/base_checkpoints/d<n_layer>/;
 re-running the same command resumes (the stream is seeded), and a finished checkpoint is reused.
+Under torchrun the preset's batch_size is the global batch, split over the ranks (nanoseal.train.loop); rank 0
+trains the tokenizer and writes the checkpoints, and across nodes the base dir must be shared storage.
 """
 
 import argparse
@@ -20,6 +23,7 @@ import os
 
 import torch
 
+from nanoseal import dist
 from nanoseal.arc.data import load_arc, select_tasks
 from nanoseal.checkpoint import find_last_step
 from nanoseal.common import autodetect_device, get_base_dir, print0, read_json_object, seed_everything
@@ -58,7 +62,8 @@ def pretrain(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: s
         print0(f"pretrain: reusing the finished checkpoint in {ckpt_dir}")
         return ckpt_dir
     seed_everything(seed)
-    tokenizer = get_or_train_tokenizer(base_dir, preset, seed)
+    with dist.rank0_first():  # rank 0 trains and saves the tokenizer, the other ranks then load it
+        tokenizer = get_or_train_tokenizer(base_dir, preset, seed)
     model = GPT(model_config(preset, tokenizer.get_vocab_size())).to(device)
     model.init_weights()
     print0(f"pretrain: {model.num_params() / 1e6:.2f}M parameters, preset {preset.name}")
@@ -106,5 +111,5 @@ def run(args: argparse.Namespace) -> int:
     seconds, steps = budget(args.minutes, args.steps)
     preset = get_preset(args.preset, pretrain_seconds=seconds, pretrain_steps=steps)
     torch.set_float32_matmul_precision("high")
-    pretrain(preset, get_base_dir(), args.seed, autodetect_device(args.device), args.dtype)
+    pretrain(preset, get_base_dir(), args.seed, dist.local_device(autodetect_device(args.device)), args.dtype)
     return 0

@@ -12,6 +12,8 @@ among settings, which is what ReST-EM then selects from. The rest are few-shot g
 on the answer. Starts from <base>/base_checkpoints/d<n>, writes <base>/chatsft_checkpoints/d<n> (resumable;
 a finished checkpoint is reused), then reports the share of valid self-edits the policy samples on held-out
 tasks.
+Under torchrun it trains data-parallel like pretraining (nanoseal.train.loop); rank 0 alone measures the share
+of valid self-edits.
 """
 
 import argparse
@@ -20,6 +22,7 @@ import random
 
 import torch
 
+from nanoseal import dist
 from nanoseal.arc.gen import EVAL_FAMILIES, feasible_families
 from nanoseal.checkpoint import load_model
 from nanoseal.common import autodetect_device, get_base_dir, print0, seed_everything
@@ -56,8 +59,9 @@ def sft(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: str = 
     s = train(model, docs, cfg, ckpt_dir, meta, pad_id=tokenizer.get_bos_token_id(), device=device)
     print0(f"sft: {s['step']} steps, loss {s['loss']:.3f}, {s['seconds']:.0f}s -> {ckpt_dir}")
     model.eval()
-    rate = valid_selfedit_rate(model, tokenizer, preset, n_tasks=8, k=4, seed=seed)
-    print0(f"sft: {rate:.0%} of self-edits sampled on 8 held-out-family tasks parse as valid")
+    if dist.rank() == 0:
+        rate = valid_selfedit_rate(model, tokenizer, preset, n_tasks=8, k=4, seed=seed)
+        print0(f"sft: {rate:.0%} of self-edits sampled on 8 held-out-family tasks parse as valid")
     return ckpt_dir
 
 
@@ -88,5 +92,5 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of `nanoseal sft`."""
     seconds, steps = budget(args.minutes, args.steps)
     preset = get_preset(args.preset, sft_seconds=seconds, sft_steps=steps)
-    sft(preset, get_base_dir(), args.seed, autodetect_device(args.device), args.dtype)
+    sft(preset, get_base_dir(), args.seed, dist.local_device(autodetect_device(args.device)), args.dtype)
     return 0
