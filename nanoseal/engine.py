@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from nanoseal.gpt import GPT
+
 
 class KVCache:
     """Keys/values of every layer: (n_layer, 2, B, H_kv, T, D), grown on demand."""
@@ -68,6 +70,13 @@ class KVCache:
         return self.kv_cache[layer_idx, 0, :, :, :t1], self.kv_cache[layer_idx, 1, :, :, :t1]
 
 
+def prefill_logits(model, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """Logits (B, V) of the last position after prefilling ids into the cache; a GPT computes only those."""
+    if isinstance(model, GPT):
+        return model(ids, kv_cache=cache, last_only=True)[:, -1, :]
+    return model(ids, kv_cache=cache)[:, -1, :]  # a wrapper module: it gets the plain call
+
+
 @torch.inference_mode()
 def sample_next_token(logits: torch.Tensor, rng: torch.Generator, temperature: float = 1.0,
                       top_k: int | None = None) -> torch.Tensor:
@@ -111,7 +120,7 @@ class Engine:
         # 1) prefill the prompt once, batch 1
         kv_prefill = self._new_cache(1, len(tokens))
         ids = torch.tensor([tokens], dtype=torch.long, device=device)  # (1, T)
-        logits = self.model(ids, kv_cache=kv_prefill)[:, -1, :]  # (1, V)
+        logits = prefill_logits(self.model, ids, kv_prefill)  # (1, V)
         logits = logits.expand(num_samples, -1)  # (B, V)
         # 2) replicate the cache across samples
         decode_len = len(tokens) + (max_tokens if max_tokens is not None else self.model.config.sequence_len)
@@ -156,17 +165,21 @@ class Engine:
 
 
 @torch.inference_mode()
-def greedy_rows(model, tokens: list[int], n_rows: int, max_tokens: int, stop_ids: set[int]) -> list[list[int]]:
-    """Greedy continuations of one prompt in n_rows rows that may differ (e.g. each routed to its own LoRA
-    adapter), so the prompt is prefilled in every row rather than once and replicated. Stop ids excluded."""
+def greedy_batch(model, prompts: list[list[int]], max_tokens: list[int], stop_ids: set[int]) -> list[list[int]]:
+    """Greedy continuations of prompts of one length, one per row (rows may differ only in their prompt or,
+    through nanoseal.lora routing, their adapter): all rows are prefilled and decoded in one batch, row r
+    ending at a stop id (excluded) or after max_tokens[r] tokens."""
+    assert prompts and len({len(p) for p in prompts}) == 1, "greedy_batch takes prompts of one length"
+    assert len(max_tokens) == len(prompts), f"{len(max_tokens)} budgets for {len(prompts)} prompts"
     device = model.get_device()
     cfg = model.config
-    cache = KVCache(n_rows, cfg.n_kv_head, len(tokens) + max_tokens, cfg.n_embd // cfg.n_head, cfg.n_layer)
-    ids = torch.tensor([tokens] * n_rows, dtype=torch.long, device=device)  # (R, T)
-    logits = model(ids, kv_cache=cache)[:, -1, :]  # (R, V)
-    out = [[] for _ in range(n_rows)]
-    done = [False] * n_rows
-    for step in range(max_tokens):
+    n, most = len(prompts), max(max_tokens)
+    cache = KVCache(n, cfg.n_kv_head, len(prompts[0]) + most, cfg.n_embd // cfg.n_head, cfg.n_layer)
+    ids = torch.tensor(prompts, dtype=torch.long, device=device)  # (R, T)
+    logits = prefill_logits(model, ids, cache)  # (R, V)
+    out = [[] for _ in range(n)]
+    done = [m <= 0 for m in max_tokens]
+    for step in range(most):
         nxt = torch.argmax(logits, dim=-1, keepdim=True)  # (R, 1)
         for r, tok in enumerate(nxt[:, 0].tolist()):
             if done[r]:
@@ -175,7 +188,14 @@ def greedy_rows(model, tokens: list[int], n_rows: int, max_tokens: int, stop_ids
                 done[r] = True
             else:
                 out[r].append(tok)
-        if all(done) or step == max_tokens - 1 or cache.get_pos() >= model.rotary_seq_len:
+                done[r] = len(out[r]) >= max_tokens[r]
+        if all(done) or step == most - 1 or cache.get_pos() >= model.rotary_seq_len:
             break
         logits = model(nxt, kv_cache=cache)[:, -1, :]
     return out
+
+
+def greedy_rows(model, tokens: list[int], n_rows: int, max_tokens: int, stop_ids: set[int]) -> list[list[int]]:
+    """Greedy continuations of one prompt in n_rows rows that may differ (e.g. each routed to its own LoRA
+    adapter), so the prompt is prefilled in every row rather than once and replicated. Stop ids excluded."""
+    return greedy_batch(model, [tokens] * n_rows, [max_tokens] * n_rows, stop_ids)

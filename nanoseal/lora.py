@@ -335,17 +335,19 @@ def reset_adapter(model: nn.Module, k: int) -> None:
 
 
 def per_adapter_loss(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor, route: torch.Tensor,
-                     n_adapters: int, token_counts=None) -> tuple[torch.Tensor, torch.Tensor]:
+                     n_adapters: int, token_counts=None, doc_lens: list[list[int]] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum over adapters of each one's mean token loss, the K losses detached), rows routed by `route`.
 
     Backpropagating the sum gives adapter k exactly the gradient of its own mean loss, as if trained
     alone. token_counts (K,) overrides each adapter's denominator (its valid-token count over a whole
-    optimizer step), so a step split into micro-batches accumulates the same gradient.
+    optimizer step), so a step split into micro-batches accumulates the same gradient. doc_lens: documents
+    packed into each row (nanoseal.gpt), all of a row's documents belonging to that row's adapter.
     """
     B, T = idx.shape
     route = torch.as_tensor(route, dtype=torch.long, device=idx.device).reshape(-1)
     with adapter_routing(model, route):
-        token_loss = model(idx, targets, loss_reduction="none").view(B, T)  # (B, T), 0 where target is -1
+        token_loss = model(idx, targets, loss_reduction="none", doc_lens=doc_lens).view(B, T)  # 0 where target -1
     keep = route >= 0  # base rows (-1) do not count
     row_sum = token_loss.sum(1)[keep]  # (B',)
     rows = route[keep]
@@ -475,6 +477,9 @@ class MultiAdapterAdamW(torch.optim.Optimizer):
         if not any(active):
             return grad_norm
         beta1, beta2 = g["betas"]
+        if sum(active) == 1:  # one adapter (the sequential mode): update its slices only, fused over params
+            self._step_one(params, active.index(True), clip)
+            return grad_norm
         decay, step_size, bc2_sqrt = [], [], []
         for k in range(K):
             s = g["steps"][k] + 1 if active[k] else 1
@@ -499,6 +504,28 @@ class MultiAdapterAdamW(torch.optim.Optimizer):
         for k in range(K):
             g["steps"][k] += int(active[k])
         return grad_norm
+
+    def _step_one(self, params: list[torch.Tensor], k: int, clip: torch.Tensor) -> None:
+        """step() for adapter k alone: the same arithmetic on the k-th slices, with torch._foreach ops."""
+        g = self.param_groups[0]
+        beta1, beta2 = g["betas"]
+        s = g["steps"][k] + 1
+        lr = cosine_lr(s - 1, g["adapter_lr"][k], g["warmup_steps"][k], g["total_steps"][k], g["min_lr_ratio"])
+        slices = [p[k] for p in params]
+        exp_avgs = [self.state[p]["exp_avg"][k] for p in params]
+        exp_avg_sqs = [self.state[p]["exp_avg_sq"][k] for p in params]
+        grads = torch._foreach_mul([p.grad[k] for p in params], clip[k].to(params[0].dtype))
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, (1.0 - beta2 ** s) ** 0.5)
+        torch._foreach_add_(denom, g["eps"])
+        update = torch._foreach_div(exp_avgs, denom)
+        torch._foreach_mul_(update, lr / (1.0 - beta1 ** s))
+        torch._foreach_mul_(slices, 1.0 - lr * g["weight_decay"][k])
+        torch._foreach_sub_(slices, update)
+        g["steps"][k] += 1
 
 
 # -----------------------------------------------------------------------------

@@ -6,12 +6,14 @@ Test-time training: self-edits -> TTT data -> LoRA adapters -> augmented predict
 `model` is a plain GPT; K self-edits of one task are trained as K stacked LoRA adapters (nanoseal.lora).
 With `batched=True` (the default on CUDA) every optimizer step feeds one batch holding each still-active
 adapter's rows, each routed to its adapter; with `batched=False` (the default on CPU, where bench/lora.py
-measured the batched pass 0.94x as fast) the adapters are trained one after another through the same
-code (one active adapter at a time). Both compute the same thing: per-adapter data order, learning rate,
+and bench/kbatch.py measure the batched pass slower) the adapters are trained one after another through the
+same code (one active adapter at a time), each step's examples packed into one row with their own positions
+and attention (no padding). Both compute the same thing: per-adapter data order, learning rate,
 warmup + cosine schedule, gradient clipping, AdamW state and step count (tests check it).
 
 Evaluation: for each test input, the task is shown under each inference view (geometric views, and
-optionally colour permutations), the adapter greedily writes the answer grid, predictions are mapped back
+optionally colour permutations), the adapter greedily writes the answer grid (the views whose prompts have
+the same length are decoded together, every adapter's row in one batch), predictions are mapped back
 through the view's inverse and voted into 2 attempts (pass@2). Reward 1 when every test output is one of
 its attempts. Continuous scores are logged beside it: cell accuracy of the best attempt and the NLL
 (nats per token) of the true test output under the identity view. A self-edit that failed to parse
@@ -32,7 +34,7 @@ from nanoseal.arc.prompts import few_shot_prompt, task_conversation, train_on_fo
 from nanoseal.arc.ttt_data import make_ttt_data
 from nanoseal.arc.vote import cell_accuracy, invert_predictions, is_solved, vote
 from nanoseal.common import autocast_ctx
-from nanoseal.engine import greedy_rows
+from nanoseal.engine import greedy_batch
 from nanoseal.lora import (
     DEFAULT_TARGETS,
     MultiAdapterAdamW,
@@ -42,7 +44,6 @@ from nanoseal.lora import (
     per_adapter_loss,
     remove_lora,
 )
-from nanoseal.train.loop import pad_batch
 
 
 @dataclass
@@ -102,9 +103,29 @@ def _schedule(n_examples: int, epochs: int, batch_size: int) -> int:
     return math.ceil(n_examples / batch_size) * epochs if n_examples else 0
 
 
+def pack_adapter_rows(groups: list[list[tuple[list[int], list[int]]]], pad_id: int
+                      ) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+    """One row per group (one adapter's examples of a step) with its examples packed end to end:
+    inputs (R, T) padded with pad_id, targets (R, T) (-1 on padding and where the mask is 0), and each row's
+    document lengths for GPT's doc_lens (each example keeps its own positions and attention)."""
+    lens = [[len(ids) - 1 for ids, _ in g] for g in groups]
+    T = max(sum(row) for row in lens)
+    inputs = torch.full((len(groups), T), pad_id, dtype=torch.long)
+    targets = torch.full((len(groups), T), -1, dtype=torch.long)
+    for r, g in enumerate(groups):
+        ids = [t for doc, _ in g for t in doc[:-1]]
+        tgt = [t if m else -1 for doc, mask in g for t, m in zip(doc[1:], mask[1:])]
+        inputs[r, :len(ids)] = torch.tensor(ids)
+        targets[r, :len(tgt)] = torch.tensor(tgt)
+    return inputs, targets, lens
+
+
 def train_adapters(model, datasets: list[list[tuple[list[int], list[int]]]], lrs: list[float], epochs: list[int],
-                   cfg: TTTConfig, seed: int, pad_id: int) -> list[list[float]]:
-    """Train adapter k on datasets[k] (model must hold len(datasets) stacked adapters); loss curve per adapter."""
+                   cfg: TTTConfig, seed: int, pad_id: int, stats: dict | None = None) -> list[list[float]]:
+    """Train adapter k on datasets[k] (model must hold len(datasets) stacked adapters); loss curve per adapter.
+    A step with one adapter (the sequential mode) packs its examples into one row (no padding); a batched step
+    gives each example its own right-padded row. `stats`, if given, accumulates steps, positions computed,
+    tokens and targets."""
     K = len(datasets)
     device = model.get_device()
     totals = [_schedule(len(d), e, cfg.batch_size) for d, e in zip(datasets, epochs)]
@@ -123,22 +144,33 @@ def train_adapters(model, datasets: list[list[tuple[list[int], list[int]]]], lrs
             batches += [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         plans.append(batches)
     curves: list[list[float]] = [[] for _ in range(K)]
-    batched = cfg.batched if cfg.batched is not None else device.type == "cuda"  # bench/lora.py: 0.94x on CPU
+    batched = cfg.batched if cfg.batched is not None else device.type == "cuda"  # bench/kbatch.py: slower on CPU
     groups = [list(range(K))] if batched else [[k] for k in range(K)]
     model.train()
     for group in groups:
         n_steps = max((len(plans[k]) for k in group), default=0)
         for step in range(n_steps):
-            rows, route = [], []
+            groups_rows, route = [], []
             for k in group:
                 if step < len(plans[k]):
-                    rows += [datasets[k][i] for i in plans[k][step]]
-                    route += [k] * len(plans[k][step])
-            inputs, targets = pad_batch(rows, pad_id)
+                    groups_rows.append([datasets[k][i] for i in plans[k][step]])
+                    route.append(k)
+            if len(groups_rows) == 1:  # one adapter this step: its examples packed into one row, no padding
+                inputs, targets, doc_lens = pack_adapter_rows(groups_rows, pad_id)
+            else:  # several adapters: one right-padded row per example (plain causal attention, no mask)
+                route = [k for k, g in zip(route, groups_rows) for _ in g]
+                inputs, targets, _ = pack_adapter_rows([[ex] for g in groups_rows for ex in g], pad_id)
+                doc_lens = None
             route_t = torch.tensor(route, device=device)
             with autocast_ctx(device, cfg.dtype):
-                loss, losses = per_adapter_loss(model, inputs.to(device), targets.to(device), route_t, K)
+                loss, losses = per_adapter_loss(model, inputs.to(device), targets.to(device), route_t, K,
+                                                doc_lens=doc_lens)
             loss.backward()
+            if stats is not None:
+                tokens = sum(len(ex[0]) - 1 for g in groups_rows for ex in g)
+                for key, value in (("steps", 1), ("positions", inputs.numel()), ("tokens", tokens),
+                                   ("targets", int((targets != -1).sum()))):
+                    stats[key] = stats.get(key, 0) + value
             active = [False] * K
             for k in set(route):
                 active[k] = True
@@ -156,6 +188,23 @@ def _answer_budget(task: Task, tokenizer, cfg: TTTConfig) -> int:
     return longest + cfg.answer_margin
 
 
+DECODE_POSITIONS = 1 << 18  # cached positions (rows x (prompt + answer)) one batched decode may hold at most
+
+
+def _decode_chunks(jobs: list[tuple], n_rows: int) -> list[list[int]]:
+    """Indices of jobs (view, ids, budget) grouped by prompt length, split so that one group's rows x positions
+    stay under DECODE_POSITIONS; each group is one batched greedy decode."""
+    by_len: dict[int, list[int]] = {}
+    for j, (_, ids, _) in enumerate(jobs):
+        by_len.setdefault(len(ids), []).append(j)
+    chunks = []
+    for length, idx in by_len.items():
+        per_view = n_rows * (length + max(jobs[j][2] for j in idx))
+        size = max(1, DECODE_POSITIONS // max(1, per_view))
+        chunks += [idx[i:i + size] for i in range(0, len(idx), size)]
+    return chunks
+
+
 @torch.inference_mode()
 def predict(model, tokenizer, task: Task, rows: list[int], cfg: TTTConfig, max_len: int, seed: int
             ) -> list[list[list]]:
@@ -171,7 +220,7 @@ def predict(model, tokenizer, task: Task, rows: list[int], cfg: TTTConfig, max_l
     attempts = [[] for _ in rows]
     for t in range(len(task.test)):
         outputs = [[] for _ in rows]  # [row][view] grid in the view's frame
-        used_views = []
+        jobs = []  # (view, prompt ids, answer budget) of every view that fits
         for view in views:
             vtask = apply_to_task(task, view)
             if vtask is None:
@@ -179,13 +228,19 @@ def predict(model, tokenizer, task: Task, rows: list[int], cfg: TTTConfig, max_l
             budget = _answer_budget(vtask, tokenizer, cfg)
             prompt = few_shot_prompt(vtask, t, max_tokens=max_len, count_tokens=count, style=cfg.style,
                                      reserve_tokens=budget)
-            if not prompt.fits:
-                continue
-            ids = tokenizer.render_for_completion(prompt.conversation)
-            with adapter_routing(model, route), autocast_ctx(device, cfg.dtype):
-                gens = greedy_rows(model, ids, len(rows), budget, stop_ids)
-            used_views.append(view)
-            for r, gen in enumerate(gens):
+            if prompt.fits:
+                jobs.append((view, tokenizer.render_for_completion(prompt.conversation), budget))
+        gens = {}  # job index -> one generation per row
+        for chunk in _decode_chunks(jobs, len(rows)):  # views with prompts of one length decode together
+            prompts = [jobs[j][1] for j in chunk for _ in rows]
+            budgets = [jobs[j][2] for j in chunk for _ in rows]
+            with adapter_routing(model, route.repeat(len(chunk))), autocast_ctx(device, cfg.dtype):
+                out = greedy_batch(model, prompts, budgets, stop_ids)
+            for i, j in enumerate(chunk):
+                gens[j] = out[i * len(rows):(i + 1) * len(rows)]
+        used_views = [view for view, _, _ in jobs]
+        for j in range(len(jobs)):
+            for r, gen in enumerate(gens[j]):
                 grid, _ = parse_grid(tokenizer.decode(gen), cfg.style)
                 outputs[r].append(grid)
         for r in range(len(rows)):

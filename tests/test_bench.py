@@ -1,0 +1,136 @@
+"""The benchmarks measure like against like: SEAL's reference pipeline (PEFT + transformers) and nanoseal's
+compute the same loss and gradients on identical batches, packed TTT steps have no padding, demo phases add
+up. No timing assertions."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from nanoseal.arc.gen import make_task
+from nanoseal.interop import BLOCK_KEY_MAP
+from nanoseal.lora import apply_lora, lora_layers, per_adapter_loss
+from nanoseal.seal.selfedit import SelfEdit
+from nanoseal.seal.ttt import TTTConfig, build_dataset, pack_adapter_rows, train_adapters
+
+from conftest import make_tiny_model
+
+EDIT = SelfEdit(True, False, False, False, "train_using_output_tokens", 1e-3, 1)
+EDIT_ALL = SelfEdit(False, False, False, True, "train_using_all_tokens", 3e-3, 2)
+
+
+@pytest.fixture
+def setup(tokenizer):
+    model = make_tiny_model(vocab_size=tokenizer.get_vocab_size(), sequence_len=512)
+    return model, tokenizer, make_task("flip_lr", seed=1)
+
+
+def test_reference_rows_padding_and_token_counts(setup):
+    pytest.importorskip("transformers")
+    from bench.ttt_vs_peft import batch_collator, reference_rows
+
+    model, tokenizer, task = setup
+    cfg = TTTConfig(n_max=6, style="seal")
+    rows, _ = build_dataset(task, EDIT, tokenizer, cfg, 512, 0)
+    feats, stats = reference_rows(task, EDIT, tokenizer, cfg, 512, 0, "dataset")
+    longest = max(len(ids) for ids, _ in rows)
+    assert stats == {"examples": len(rows), "real": sum(len(ids) for ids, _ in rows), "longest": longest}
+    pad = tokenizer.get_bos_token_id()
+    for f, (ids, mask) in zip(feats, rows):  # every example padded to the dataset's longest one (SEAL)
+        assert len(f["input_ids"]) == len(f["labels"]) == len(f["attention_mask"]) == longest
+        assert f["input_ids"][:len(ids)] == ids and sum(f["attention_mask"]) == len(ids)
+        assert f["labels"] == [t if m else -100 for t, m in zip(ids, mask)] + [-100] * (longest - len(ids))
+    feats, _ = reference_rows(task, EDIT, tokenizer, cfg, 512, 0, "batch")
+    batch = batch_collator(pad)(feats[:2])
+    assert batch["input_ids"].shape[1] == max(len(ids) for ids, _ in rows[:2])
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers' own deprecation notices
+def test_reference_and_nanoseal_same_loss_and_gradients(setup):
+    peft = pytest.importorskip("peft")
+    from transformers import default_data_collator
+
+    from bench.ttt_vs_peft import HF_TARGET, reference_rows
+    from nanoseal.interop import to_transformers
+
+    model, tokenizer, task = setup
+    cfg = TTTConfig(n_max=4, rank=4, alpha=8, style="seal")
+    hf = to_transformers(model)
+    pm = peft.get_peft_model(hf, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                 target_modules=sorted({HF_TARGET[t] for t in cfg.targets})))
+    apply_lora(model, rank=4, alpha=8, targets=list(cfg.targets))
+    ours_to_hf = dict(BLOCK_KEY_MAP)
+    pairs = []  # (nanoseal layer, PEFT layer) with the same adapter weights (B random, so gradients reach A)
+    with torch.no_grad():
+        for path, layer in lora_layers(model).items():
+            layer.lora_B.normal_(0.0, 0.1)
+            i, suffix = path.split(".")[2], ".".join(path.split(".")[3:])
+            theirs = pm.base_model.model.get_submodule(f"model.layers.{i}.{ours_to_hf[suffix]}")
+            theirs.lora_A["default"].weight.copy_(layer.lora_A[0])
+            theirs.lora_B["default"].weight.copy_(layer.lora_B[0])
+            pairs.append((layer, theirs))
+    for edit in (EDIT, EDIT_ALL):
+        rows, _ = build_dataset(task, edit, tokenizer, cfg, 512, 0)
+        feats, _ = reference_rows(task, edit, tokenizer, cfg, 512, 0, "dataset")
+        pm.zero_grad()
+        model.zero_grad()
+        loss_ref = pm(**default_data_collator(feats[:2])).loss  # padded batch of 2, HF shifts the labels
+        inputs, targets, doc_lens = pack_adapter_rows([rows[:2]], tokenizer.get_bos_token_id())
+        loss, _ = per_adapter_loss(model, inputs, targets, torch.tensor([0]), 1, doc_lens=doc_lens)
+        torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-6)
+        loss_ref.backward()
+        loss.backward()
+        for ours, theirs in pairs:
+            torch.testing.assert_close(ours.lora_A.grad[0], theirs.lora_A["default"].weight.grad, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(ours.lora_B.grad[0], theirs.lora_B["default"].weight.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_packed_ttt_steps_have_no_padding(setup):
+    model, tokenizer, task = setup
+    cfg = TTTConfig(n_max=4, rank=4, alpha=8, batched=False)
+    edits = [EDIT, EDIT_ALL]
+    datasets = [build_dataset(task, e, tokenizer, cfg, 512, 0)[0] for e in edits]
+    epochs = [e.num_train_epochs for e in edits]
+    apply_lora(model, rank=4, alpha=8, n_adapters=2)
+    stats = {}
+    train_adapters(model, datasets, [1e-3, 1e-3], epochs, cfg, 0, tokenizer.get_bos_token_id(), stats=stats)
+    tokens = sum((len(ids) - 1) * ep for d, ep in zip(datasets, epochs) for ids, _ in d)
+    assert stats["positions"] == stats["tokens"] == tokens
+    assert stats["steps"] == sum(2 * ep for ep in epochs)  # 4 examples / batch 2 per epoch
+    targets = sum(sum(mask[1:]) * ep for d, ep in zip(datasets, epochs) for _, mask in d)
+    assert stats["targets"] == targets
+
+
+def test_demo_phases_from_a_run_directory(tmp_path):
+    from bench.demo_phases import phases
+
+    base = tmp_path / "base"
+    for folder, step, elapsed in (("base_checkpoints/d4", 100, 290.0), ("chatsft_checkpoints/d4", 10, 55.0)):
+        os.makedirs(base / folder)
+        (base / folder / f"model_{step:06d}.pt").write_bytes(b"")
+        (base / folder / f"meta_{step:06d}.json").write_text(json.dumps({"train_state": {"elapsed": elapsed}}))
+    os.makedirs(base / "tokenizer")
+    (base / "tokenizer" / "tokenizer.pkl").write_bytes(b"")
+    run = tmp_path / "run"
+    os.makedirs(run)
+    (run / "config.json").write_text(json.dumps({"checkpoint": str(base / "chatsft_checkpoints/d4")}))
+    rows = [{"seconds": {"sample": 0.5, "ttt": 2.0, "eval": 0.25}}] * 4
+    (run / "selfedits.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    events = [("ttt", "2026-01-01T00:10:00.000Z"), ("restem", "2026-01-01T00:10:05.000Z"),
+              ("eval", "2026-01-01T00:10:30.000Z"), ("report", "2026-01-01T00:10:31.500Z")]
+    (run / "events.jsonl").write_text("".join(json.dumps({"db_phase": p, "timestamp": t}) + "\n" for p, t in events)
+                                      + '{"truncated')
+    t0 = 1767225000.0  # 2026-01-01T00:00:00Z - 600 s
+    for path, t in ((base / "tokenizer/tokenizer.pkl", t0), (base / "base_checkpoints/d4/meta_000100.json", t0 + 300),
+                    (base / "chatsft_checkpoints/d4/meta_000010.json", t0 + 360), (run / "config.json", t0 + 361)):
+        os.utime(path, (t, t))
+    p = phases(str(run), install_seconds=30.0)
+    assert p["install"][0] == 30.0
+    assert p["pretrain"][0] == pytest.approx(300.0) and p["sft"][0] == pytest.approx(60.0)
+    assert p["seal setup"][0] == pytest.approx(1.0)
+    assert (p["sampling"][0], p["ttt"][0], p["eval"][0]) == (2.0, 8.0, 1.0)
+    assert p["restem"][0] == pytest.approx(5.0) and p["report"][0] == pytest.approx(1.5)
+    seal_wall = 1767225600.0 + 631.5 - (t0 + 361)
+    assert p["other"][0] == pytest.approx(seal_wall - (2.0 + 8.0 + 1.0 + 5.0 + 1.5))
+    assert p["total"][0] == pytest.approx(30.0 + 300.0 + 60.0 + 1.0 + seal_wall)
