@@ -21,8 +21,9 @@ re-running the same command resumes it.
 import argparse
 import time
 
+from nanoseal import dist
 from nanoseal.arc.gen import instance_id
-from nanoseal.common import autodetect_device, get_base_dir
+from nanoseal.common import autodetect_device, get_base_dir, print0
 from nanoseal.seal import run as seal_run
 from nanoseal.train.presets import get_preset
 from nanoseal.train.pretrain import add_common_args, budget
@@ -85,11 +86,11 @@ def run(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset, pretrain_seconds=pre_s, pretrain_steps=pre_steps, sft_seconds=sft_s,
                         sft_steps=sft_steps)
     base = get_base_dir()
-    if args.run_dir is None:
-        args.run_dir = f"{base}/runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    checkpoint = sft(preset, base, args.policy_seed, autodetect_device(args.device), args.dtype)
+    if args.run_dir is None:  # under torchrun every rank takes rank 0's timestamp
+        args.run_dir = dist.broadcast_object(f"{base}/runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    checkpoint = sft(preset, base, args.policy_seed, dist.local_device(autodetect_device(args.device)), args.dtype)
     parser = argparse.ArgumentParser(prog="nanoseal seal")
     seal_run.add_args(parser)
     status = seal_run.run(parser.parse_args(seal_argv(args, checkpoint, preset)))
-    print(f"demo finished in {time.time() - t0:.0f}s")
+    print0(f"demo finished in {time.time() - t0:.0f}s")
     return status

@@ -27,7 +27,7 @@ class Preset:
     n_head: int
     sequence_len: int
     vocab_size: int
-    batch_size: int  # rows per step
+    batch_size: int  # rows of sequence_len tokens per step
     pretrain_seconds: float
     pretrain_steps: int
     sft_seconds: float
@@ -38,7 +38,7 @@ class Preset:
     selfedit_frac: float = 0.3  # share of self-edit documents in the SFT mixture (the rest: grid answers)
     families: tuple = ()  # procedural families trained on and used by the demo (empty: every training family)
     ttt_n_max: int = 250  # TTT examples per self-edit at most (SEAL: 250)
-    pretrain_row_len: int = 0  # tokens per pretraining row (0: sequence_len); shorter rows = more steps per token
+    pretrain_rows: int = 0  # rows per pretraining step (0: batch_size); fewer rows = more optimizer steps per token
 
     def family_names(self) -> list[str]:
         """The procedural families this preset trains on (those that can draw its grid sides)."""
@@ -62,7 +62,7 @@ PRESETS = {p.name: p for p in [
            tokenizer_tasks=60, families=("flip_lr", "recolour"), ttt_n_max=4),
     Preset("tiny", n_layer=4, n_embd=128, n_head=4, sequence_len=1024, vocab_size=1024, batch_size=8,
            pretrain_seconds=0, pretrain_steps=1100, sft_seconds=0, sft_steps=110, min_side=2, max_side=4,
-           families=TINY_FAMILIES, ttt_n_max=16, pretrain_row_len=512),
+           families=TINY_FAMILIES, ttt_n_max=16, pretrain_rows=4),
     Preset("d12", n_layer=12, n_embd=768, n_head=6, sequence_len=2048, vocab_size=8192, batch_size=32,
            pretrain_seconds=3600, pretrain_steps=20_000, sft_seconds=900, sft_steps=2_000, max_side=12,
            tokenizer_tasks=20_000),
