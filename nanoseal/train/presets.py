@@ -9,7 +9,7 @@ CPU minute to a GPU node, only the numbers change.
 
 Budgets are steps or wall-clock seconds (pretrain_seconds, sft_seconds; 0 = no time limit), whichever ends
 first. The tiny preset counts steps only, so a seed gives the same policy on a busy or a quiet machine
-(its step counts take ~5 and ~1 minutes on 2 quiet cores). Grid sizes
+(its step counts take ~5.5 and ~2.3 minutes on 2 quiet cores). Grid sizes
 (min_side/max_side) bound the procedural tasks the model trains on; a bigger model can take bigger grids.
     python -m nanoseal.train.presets        # print the table
 """
@@ -61,7 +61,7 @@ PRESETS = {p.name: p for p in [
            pretrain_seconds=0, pretrain_steps=6, sft_seconds=0, sft_steps=20, min_side=2, max_side=4,
            tokenizer_tasks=60, families=("flip_lr", "recolour"), ttt_n_max=4),
     Preset("tiny", n_layer=4, n_embd=128, n_head=4, sequence_len=1024, vocab_size=1024, batch_size=8,
-           pretrain_seconds=0, pretrain_steps=1100, sft_seconds=0, sft_steps=110, min_side=2, max_side=4,
+           pretrain_seconds=0, pretrain_steps=1100, sft_seconds=0, sft_steps=250, min_side=2, max_side=4,
            families=TINY_FAMILIES, ttt_n_max=16, pretrain_rows=4),
     Preset("d12", n_layer=12, n_embd=768, n_head=6, sequence_len=2048, vocab_size=8192, batch_size=32,
            pretrain_seconds=3600, pretrain_steps=20_000, sft_seconds=900, sft_steps=2_000, max_side=12,
