@@ -71,8 +71,8 @@ def pretrain(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: s
     tasks = task_stream(preset.family_names(), seed, preset.min_side, preset.max_side, pool=pool,
                         pool_frac=arc_frac if pool else 0.0)
     docs = grid_documents(tasks, tokenizer, preset.sequence_len, seed, train_on="all")
-    # rows span the whole context: rows of 512 in a 1024 context left positions 512+ untrained, and SFT, whose
-    # self-edit documents reach there, then started at loss ~13 and ended anywhere from 38 % to 100 % valid
+    # rows span the whole context (fewer rows per step instead of shorter rows), so every position the self-edit
+    # prompts reach is trained
     cfg = TrainConfig(batch_size=preset.pretrain_rows or preset.batch_size, seq_len=preset.sequence_len,
                       max_steps=preset.pretrain_steps,
                       max_seconds=preset.pretrain_seconds, dtype=dtype, save_every=100, log_every=50)
