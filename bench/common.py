@@ -47,6 +47,17 @@ def machine_line() -> str:
             f"{torch.get_num_threads()} threads; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
 
 
+def standalone(run: Callable, threads: int | None, *args) -> None:
+    """A script's own main: apply --threads, print the machine line, run(*args), then the load note if any."""
+    if threads:
+        torch.set_num_threads(threads)
+    print(machine_line())
+    run(*args)
+    note = load_note()
+    if note:
+        print(note)
+
+
 def load_note() -> str:
     """A warning when other processes share the CPU (load average above half the cores)."""
     load, cores = os.getloadavg()[0], os.cpu_count() or 1

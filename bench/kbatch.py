@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from bench.common import bench_tokenizer, demo_tasks, load_note, machine_line, prior_self_edits, random_gpt, tiny_config
+from bench.common import bench_tokenizer, demo_tasks, prior_self_edits, random_gpt, standalone, tiny_config
 from nanoseal.common import autodetect_device
 from nanoseal.lora import apply_lora, remove_lora
 from nanoseal.seal.ttt import TTTConfig, _schedule, build_dataset, train_adapters
@@ -97,13 +97,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(machine_line())
-    run(args.k, args.n_max, args.repeats, args.device, args.seed)
-    note = load_note()
-    if note:
-        print(note)
+    standalone(run, args.threads, args.k, args.n_max, args.repeats, args.device, args.seed)
 
 
 if __name__ == "__main__":

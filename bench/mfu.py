@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from bench.common import bench_tokenizer, demo_tasks, load_note, machine_line, prior_self_edits, random_gpt, tiny_config
+from bench.common import bench_tokenizer, demo_tasks, prior_self_edits, random_gpt, standalone, tiny_config
 from nanoseal.lora import apply_lora, lora_layers, remove_lora
 from nanoseal.seal.ttt import TTTConfig, build_dataset, train_adapters
 from nanoseal.train.loop import TrainConfig, train
@@ -162,13 +162,7 @@ def main():
     parser.add_argument("--n-max", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(machine_line())
-    run(args.steps, args.peak_n, args.edits, args.n_max)
-    note = load_note()
-    if note:
-        print(note)
+    standalone(run, args.threads, args.steps, args.peak_n, args.edits, args.n_max)
 
 
 if __name__ == "__main__":

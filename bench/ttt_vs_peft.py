@@ -44,10 +44,9 @@ import torch
 from bench.common import (
     bench_tokenizer,
     demo_tasks,
-    load_note,
-    machine_line,
     prior_self_edits,
     random_gpt,
+    standalone,
     tiny_config,
 )
 from nanoseal.arc.augment import apply_to_task, inference_views
@@ -301,13 +300,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(machine_line())
-    run(args.tasks, args.edits, args.n_max, args.seed)
-    note = load_note()
-    if note:
-        print(note)
+    standalone(run, args.threads, args.tasks, args.edits, args.n_max, args.seed)
 
 
 if __name__ == "__main__":
