@@ -59,9 +59,10 @@ def standalone(run: Callable, threads: int | None, *args) -> None:
 
 
 def load_note() -> str:
-    """A warning when other processes share the CPU (load average above half the cores)."""
+    """A warning when other processes share the CPU: a load average above the cores (the benchmark's own threads
+    account for up to one per core)."""
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load > 0.5 * cores:
+    if load > cores + 0.5:
         return (f"NOTE: load average {load:.1f} on {cores} cores when this line was printed: other processes "
                 "shared the CPU, so wall times are noisy (ratios within one run are fairer than absolute times)")
     return ""

@@ -8,7 +8,7 @@ so these are conservative):
   TTT (LoRA)   what LoRA training must compute: per token 4 * N_blocks (forward + input gradients through the
                frozen linears) + 6 * r * (in + out) per adapted linear (forward, both adapter gradients), and
                4 * n_embd * vocab per position that has a target (lm_head forward + input gradient)
-Pretraining runs nanoseal.train.loop.train itself (Muon + AdamW, packed rows, 8 x 512 tokens as the tiny
+Pretraining runs nanoseal.train.loop.train itself (Muon + AdamW, packed rows, 4 x 1,024 tokens as the tiny
 preset); TTT runs nanoseal.seal.ttt.train_adapters on the TTT data of prior self-edits of a demo task.
 Each runs with nanoseal's CPU default (fp32) and with bf16 autocast (dtype="bfloat16").
 
@@ -62,9 +62,9 @@ def random_documents(vocab: int, seed: int = 0):
 
 
 def pretrain_rate(dtype: str, steps: int, vocab: int) -> dict:
-    """nanoseal.train.loop.train on the tiny preset shape (rows of 8 x 512): trained tokens/s and FLOP/s."""
+    """nanoseal.train.loop.train on the tiny preset's pretraining batch (4 x 1,024): trained tokens/s and FLOP/s."""
     preset = get_preset("tiny")
-    rows, row_len = preset.batch_size, preset.pretrain_row_len or preset.sequence_len
+    rows, row_len = preset.pretrain_rows or preset.batch_size, preset.sequence_len
     model = random_gpt(tiny_config(vocab))
     model.train()
     with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):

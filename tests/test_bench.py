@@ -134,3 +134,15 @@ def test_demo_phases_from_a_run_directory(tmp_path):
     seal_wall = 1767225600.0 + 631.5 - (t0 + 361)
     assert p["other"][0] == pytest.approx(seal_wall - (2.0 + 8.0 + 1.0 + 5.0 + 1.5))
     assert p["total"][0] == pytest.approx(30.0 + 300.0 + 60.0 + 1.0 + seal_wall)
+
+
+def test_mfu_pretraining_rate_counts_the_preset_batch():
+    from bench import mfu
+    from nanoseal.train.presets import get_preset
+
+    preset = get_preset("tiny")
+    r = mfu.pretrain_rate("float32", steps=1, vocab=64)
+    rows = preset.pretrain_rows or preset.batch_size
+    assert f"{rows} x {preset.sequence_len} tokens/step" in r["what"]
+    assert 0 < r["tokens"] <= rows * preset.sequence_len  # one step: at most one batch of targets
+    assert r["flops"] > 6 * r["tokens"] and r["seconds"] > 0
