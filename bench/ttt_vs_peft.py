@@ -49,12 +49,11 @@ from bench.common import (
     standalone,
     tiny_config,
 )
-from nanoseal.arc.augment import apply_to_task, inference_views
+from nanoseal.arc.augment import inference_views
 from nanoseal.arc.grids import parse_grid
-from nanoseal.arc.prompts import few_shot_prompt
 from nanoseal.arc.vote import invert_predictions, vote
 from nanoseal.interop import BLOCK_KEY_MAP, to_transformers
-from nanoseal.seal.ttt import TTTConfig, _answer_budget, _schedule, build_dataset, count_tokens_fn, run_ttt, score
+from nanoseal.seal.ttt import TTTConfig, _schedule, answer_stop_ids, build_dataset, run_ttt, score, view_prompts
 
 HF_TARGET = dict(BLOCK_KEY_MAP)  # nanoseal module suffix -> transformers module name
 
@@ -123,27 +122,14 @@ def reference_train(hf, feats: list, edit, cfg: TTTConfig, seed: int, padding: s
 def reference_predict(pm, tokenizer, task, cfg: TTTConfig, max_len: int, seed: int) -> tuple[list, int]:
     """Voted attempts per test input with HF generate (all views of a test input in one left-padded batch)."""
     pm.eval()
-    count = count_tokens_fn(tokenizer)
     pad = tokenizer.get_bos_token_id()
-    stop = [tokenizer.encode_special("<|assistant_end|>"), pad]
-    hash_ids = tokenizer.encode("#")
-    if len(hash_ids) == 1:
-        stop.append(hash_ids[0])
+    stop = sorted(answer_stop_ids(tokenizer))
     views = inference_views(cfg.colour_views, seed=seed)[: cfg.max_views]
     attempts, generated = [], 0
     for t in range(len(task.test)):
-        prompts, used, budget = [], [], 0
-        for view in views:
-            vtask = apply_to_task(task, view)
-            if vtask is None:
-                continue
-            b = _answer_budget(vtask, tokenizer, cfg)
-            prompt = few_shot_prompt(vtask, t, max_tokens=max_len, count_tokens=count, style=cfg.style,
-                                     reserve_tokens=b)
-            if prompt.fits:
-                prompts.append(tokenizer.render_for_completion(prompt.conversation))
-                used.append(view)
-                budget = max(budget, b)
+        jobs = view_prompts(task, t, views, tokenizer, cfg, max_len)
+        used, prompts = [v for v, _, _ in jobs], [ids for _, ids, _ in jobs]
+        budget = max((b for _, _, b in jobs), default=0)
         if not prompts:
             attempts.append([])
             continue

@@ -205,31 +205,43 @@ def _decode_chunks(jobs: list[tuple], n_rows: int) -> list[list[int]]:
     return chunks
 
 
+def answer_stop_ids(tokenizer) -> set[int]:
+    """Token ids that end an answer: <|assistant_end|>, BOS, and the answer footer '#' when it is one token."""
+    stop_ids = {tokenizer.encode_special("<|assistant_end|>"), tokenizer.get_bos_token_id()}
+    hash_ids = tokenizer.encode("#")
+    if len(hash_ids) == 1:
+        stop_ids.add(hash_ids[0])  # the answer footer: nothing after it is parsed
+    return stop_ids
+
+
+def view_prompts(task: Task, t: int, views: list, tokenizer, cfg: TTTConfig, max_len: int) -> list[tuple]:
+    """(view, prompt ids, answer budget) of test input t under every view that applies and fits max_len."""
+    count = count_tokens_fn(tokenizer)
+    jobs = []
+    for view in views:
+        vtask = apply_to_task(task, view)
+        if vtask is None:
+            continue
+        budget = _answer_budget(vtask, tokenizer, cfg)
+        prompt = few_shot_prompt(vtask, t, max_tokens=max_len, count_tokens=count, style=cfg.style,
+                                 reserve_tokens=budget)
+        if prompt.fits:
+            jobs.append((view, tokenizer.render_for_completion(prompt.conversation), budget))
+    return jobs
+
+
 @torch.inference_mode()
 def predict(model, tokenizer, task: Task, rows: list[int], cfg: TTTConfig, max_len: int, seed: int
             ) -> list[list[list]]:
     """Voted attempts [row][test][<=2 grids] for each row's adapter (-1 = base model)."""
     device = model.get_device()
-    count = count_tokens_fn(tokenizer)
-    stop_ids = {tokenizer.encode_special("<|assistant_end|>"), tokenizer.get_bos_token_id()}
-    hash_ids = tokenizer.encode("#")
-    if len(hash_ids) == 1:
-        stop_ids.add(hash_ids[0])  # the answer footer: nothing after it is parsed
+    stop_ids = answer_stop_ids(tokenizer)
     views = inference_views(cfg.colour_views, seed=seed)[: cfg.max_views]
     route = torch.tensor(rows, device=device)
     attempts = [[] for _ in rows]
     for t in range(len(task.test)):
         outputs = [[] for _ in rows]  # [row][view] grid in the view's frame
-        jobs = []  # (view, prompt ids, answer budget) of every view that fits
-        for view in views:
-            vtask = apply_to_task(task, view)
-            if vtask is None:
-                continue
-            budget = _answer_budget(vtask, tokenizer, cfg)
-            prompt = few_shot_prompt(vtask, t, max_tokens=max_len, count_tokens=count, style=cfg.style,
-                                     reserve_tokens=budget)
-            if prompt.fits:
-                jobs.append((view, tokenizer.render_for_completion(prompt.conversation), budget))
+        jobs = view_prompts(task, t, views, tokenizer, cfg, max_len)
         gens = {}  # job index -> one generation per row
         for chunk in _decode_chunks(jobs, len(rows)):  # views with prompts of one length decode together
             prompts = [jobs[j][1] for j in chunk for _ in rows]
