@@ -1,4 +1,4 @@
-"""Tests for nanoseal.arc.vote: inverse mapping, majority and hierarchical voting, pass@2, cell accuracy.
+"""Tests for nanoseal.arc.vote: inverse mapping, majority and marc's two-level voting, pass@2, cell accuracy.
 
 Run: pytest tests/test_arc_vote.py
 """
@@ -13,7 +13,9 @@ from nanoseal.arc.vote import (
     invert_predictions,
     is_solved,
     majority,
+    majority_grid,
     score_task,
+    top3,
     vote,
 )
 
@@ -39,7 +41,7 @@ def test_ties_are_broken_by_first_appearance():
         assert vote(p) == vote(p), "deterministic"
 
 
-def test_hierarchical_vote_counts_categories_not_samples():
+def test_vote_counts_categories_not_samples():
     # one category spamming G1 ten times is outvoted by three categories agreeing on G2
     p = preds(*[("rot90", G1)] * 10, ("flip_ud", G2), ("flip_lr", G2), ("transpose", G2))
     assert majority(p)[0] == G1
@@ -47,11 +49,41 @@ def test_hierarchical_vote_counts_categories_not_samples():
     assert vote(p) == [G2, G1]
 
 
-def test_hierarchical_vote_weights_identity_and_keeps_top3_per_category():
-    p = preds(("identity", G1), ("rot90", G2))
-    assert vote(p) == [G1, G2], "identity counts twice"
-    p = preds(("rot90", G1), ("rot90", G1), ("rot90", G2), ("rot90", G3), ("rot90", ((4,),)))
-    assert vote(p, attempts=5) == [G1, G2, G3], "only the top 3 of a category survive"
+def test_row_and_column_majority_grids():
+    # per row index the most common row: a grid no view predicted
+    grids = [((1,), (7,)), ((1,), (8,)), ((5,), (3,)), ((6,), (3,))]
+    assert majority_grid(grids) == ((1,), (3,))
+    # columns: the same on the transposes
+    assert majority_grid([((7, 1),), ((8, 1),), ((3, 5),), ((3, 6),)], transpose=True) == ((3, 1),)
+    # the most common shape wins; rows of other heights but the same width still vote
+    tall = ((2, 2), (4, 4), (9, 9))
+    assert majority_grid([((1, 1), (4, 4)), ((2, 2), (5, 5)), tall]) == ((2, 2), (4, 4))
+    assert majority_grid([((1, 1), (4, 4)), tall, tall]) == tall
+
+
+def test_top3_tops_up_missing_candidates():
+    a, b, c = ((1, 1), (2, 2)), ((3, 3), (4, 4)), ((5, 5), (6, 6))
+    assert top3([a, b, b, c]) == [b, a, c], "three distinct grids: no top-up"
+    # one or two distinct grids: the row/column majority (here the most common grid) fills the empty slots
+    assert top3([a]) == [a, a, a]
+    assert top3([b, a, a]) == [a, b, a]
+
+
+def test_marc_vote_pools_group_candidates():
+    # a single-grid group gives its grid 3 pooled votes, so three agreeing categories beat a larger split one
+    p = preds(("identity", G1), ("identity", G2), ("identity", G3), ("rot90", G2), ("flip_lr", G3))
+    # all: G1 G2 G3 (G2, G3 twice) -> [G2, G3, G1]; identity -> [G1, G2, G3]; rot90 -> 3 x G2; flip_lr -> 3 x G3
+    assert vote(p) == [G2, G3]
+    assert vote(p, attempts=1) == [G2]
+
+
+def test_marc_vote_identity_breaks_a_tie_between_second_and_third():
+    # pooled counts: G1 first; G2 and G3 tie; the identity view predicted G3, so G3 is the 2nd attempt
+    p = preds(("rot90", G1), ("rot90", G1), ("flip_lr", G1), ("transpose", G2), ("identity", G3))
+    assert vote(p) == [G1, G3]
+    # the same with identity predicting G2: G2 wins the tie
+    p = preds(("rot90", G1), ("rot90", G1), ("flip_lr", G1), ("transpose", G3), ("identity", G2))
+    assert vote(p) == [G1, G2]
 
 
 def test_empty_and_unparseable_predictions():

@@ -6,18 +6,22 @@ demonstration shuffles). Each view's output grid is mapped back through the view
 (`invert_predictions`); outputs that failed to parse or that the inverse rejects are kept as None and do
 not vote. Then:
 
-  vote()       hierarchical voting after marc (Akyürek et al. 2024, "augmented inference"):
-               1. within each category (the view's geometric transform; colour permutations and order
-                  shuffles fold into it) rank the candidate grids by count and keep the top 3;
-               2. pool the kept candidates over categories - each category gives its candidates one vote,
-                  the identity category two (un-augmented predictions are the most reliable) - and
-                  return the top 2 as the attempts.
-               marc also tops up categories with fewer than 3 distinct outputs with row/column-majority
-               grids; that step is left out here.
+  vote()       marc's two-level vote (Akyürek et al. 2024, arclib/voting.py, as SEAL uses it):
+               1. groups: every prediction ("all") and each category (the view's geometric transform; colour
+                  permutations and order shuffles fold into it). Each group gives 3 candidates: its 3 most
+                  common distinct grids; a missing 2nd/3rd is topped up with the group's row-majority grid
+                  (the most common shape, then for each row index the most common row of that width) or,
+                  when that is already taken, its column-majority grid (the same on the transposes);
+               2. all groups' candidates are pooled (duplicates count) and voted again the same way; when the
+                  2nd and 3rd have equal counts, the one the identity view predicted more often is the 2nd
+                  attempt (on equal identity counts marc takes the 3rd, and so does this).
+               With ties broken by first appearance, a group with one or two distinct grids has the most
+               common one as its row/column majority, so there the top-up adds votes to that grid; marc's
+               set-order ties can make it a grid no view predicted.
   majority()   plain counts over all views (a simpler baseline).
 
-Ties are broken deterministically: higher pooled votes, then higher raw count over all views, then first
-appearance in the prediction list (put the identity view first to favour it).
+Ties of equal counts are broken deterministically by first appearance in the prediction list (marc leaves
+them to Python's set order); put the identity view first to favour it.
 
 Scoring: `is_solved` (pass@2: every test output equals one of its attempts) and `cell_accuracy`
 (the fraction of equal cells; 0.0 for a missing prediction or a shape mismatch), best over the attempts
@@ -65,23 +69,66 @@ def majority(predictions: Sequence[Prediction], attempts: int = 2) -> list[Grid]
     return sorted(counts, key=lambda g: (-counts[g], first[g]))[:attempts]
 
 
-def vote(
-    predictions: Sequence[Prediction], attempts: int = 2, per_category: int = 3, identity_weight: int = 2
-) -> list[Grid]:
-    """Hierarchical vote: top `per_category` per category, pooled and re-voted into `attempts` grids."""
-    first = _first_seen(predictions)
-    total = Counter(p.grid for p in predictions if p.grid is not None)
-    by_category: dict[str, list[Grid]] = {}
+def majority_grid(grids: Sequence[Grid], transpose: bool = False) -> Grid:
+    """marc's row-majority grid: the most common shape, then per row index the most common row of that width
+    (ties: first appearance); with transpose=True the same on the transposed grids (column majority)."""
+    assert grids, "majority_grid needs at least one grid"
+    if transpose:
+        grids = [tuple(zip(*g)) for g in grids]
+    shapes = [(len(g), len(g[0]) if g else 0) for g in grids]
+    height, width = _ranked(shapes)[0]
+    rows = []
+    for r in range(height):
+        rows.append(_ranked([g[r] for g in grids if len(g) > r and len(g[r]) == width])[0])
+    out = tuple(rows)
+    return tuple(zip(*out)) if transpose else out
+
+
+def _ranked(items: Sequence) -> list:
+    """Distinct items by count, most common first (ties: first appearance)."""
+    counts = Counter(items)
+    first = {}
+    for i, x in enumerate(items):
+        first.setdefault(x, i)
+    return sorted(counts, key=lambda x: (-counts[x], first[x]))
+
+
+def top3(grids: Sequence[Grid]) -> list[Grid]:
+    """marc's 3 candidates of a group: the 3 most common distinct grids, a missing 2nd/3rd topped up with the
+    row-majority grid, or the column-majority grid when the row-majority one is already among them."""
+    ranked = _ranked(grids)
+    first = ranked[0]
+    second = ranked[1] if len(ranked) > 1 else None
+    third = ranked[2] if len(ranked) > 2 else None
+    row, col = majority_grid(grids), majority_grid(grids, transpose=True)
+    if second is None:
+        second = row if row != first else col
+    if third is None:
+        third = row if row not in (first, second) else col
+    return [first, second, third]
+
+
+def vote(predictions: Sequence[Prediction], attempts: int = 2) -> list[Grid]:
+    """marc's two-level vote: 3 candidates per group (all predictions, then each category), pooled and voted
+    again; a 2nd/3rd count tie goes to the grid the identity view predicted more often. At most 2 attempts."""
+    assert 1 <= attempts <= 2, f"marc's vote gives 1 or 2 attempts, not {attempts}"
+    groups: dict[str, list[Grid]] = {}
     for p in predictions:
         if p.grid is not None:
-            by_category.setdefault(p.category, []).append(p.grid)
-    pooled: Counter = Counter()
-    for category, grids in by_category.items():
-        counts = Counter(grids)
-        top = sorted(counts, key=lambda g: (-counts[g], first[g]))[:per_category]
-        for g in top:
-            pooled[g] += identity_weight if category == "identity" else 1
-    return sorted(pooled, key=lambda g: (-pooled[g], -total[g], first[g]))[:attempts]
+            groups.setdefault("all", []).append(p.grid)
+    for p in predictions:
+        if p.grid is not None:
+            groups.setdefault(p.category, []).append(p.grid)
+    if not groups:
+        return []
+    candidates = [g for grids in groups.values() for g in top3(grids)]
+    c1, c2, c3 = top3(candidates)
+    if candidates.count(c2) == candidates.count(c3):
+        identity = groups.get("identity", [])
+        if identity.count(c2) <= identity.count(c3):
+            c2 = c3
+    out = [c1] if c2 == c1 else [c1, c2]
+    return out[:attempts]
 
 
 def is_solved(attempts_per_test: Sequence[Sequence[Grid]], truths: Sequence[Grid]) -> bool:
