@@ -170,3 +170,30 @@ def test_round_without_successes_leaves_policy_unchanged(tokenizer):
     summary = restem_update(model, tokenizer, {}, [], RestemConfig(), seed=0)
     assert summary["skipped"].startswith("no successful self-edit")
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_restem_config_recipes_and_overrides():
+    from nanoseal.seal.restem import RESTEM_RECIPES, restem_config
+
+    seal = restem_config("seal")
+    assert (seal.rank, seal.alpha, seal.learning_rate, seal.epochs, seal.batch_size) == (16, 16.0, 5e-5, 8, 5)
+    assert RESTEM_RECIPES["seal"]["learning_rate"] == 5e-5
+    cfg = restem_config("seal", learning_rate=1e-3, epochs=None, rank=None)
+    assert (cfg.learning_rate, cfg.epochs, cfg.rank, cfg.alpha) == (1e-3, 8, 16, 16.0)
+    assert restem_config("seal", rank=4).alpha == 4.0, "alpha follows an overridden rank"
+    with pytest.raises(NanosealError, match="unknown ReST-EM recipe"):
+        restem_config("nope")
+
+
+def test_full_fine_tuning_update_moves_every_weight_and_lowers_the_pairs_nll(tokenizer):
+    model, tok = make_tiny_model(vocab_size=tokenizer.get_vocab_size(), sequence_len=2048), tokenizer
+    tasks = {f"t{i}": make_task("flip_lr", i, min_side=2, max_side=3) for i in range(3)}
+    pairs = [(t, EDIT) for t in tasks]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = RestemConfig(rank=0, learning_rate=1e-3, epochs=3, batch_size=2)
+    summary = restem_update(model, tok, tasks, pairs, cfg, seed=0)
+    assert summary["steps"] == 3 * 2 and summary["update"]["rank"] == 0
+    assert summary["pairs_nll"]["after"] < summary["pairs_nll"]["before"]
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert "transformer.wte.weight" in changed and len(changed) == len(before), "every weight trains"
+    assert not lora_layers(model)

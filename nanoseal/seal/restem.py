@@ -9,8 +9,12 @@ held-out sample before and after).
     summary = restem_update(model, tokenizer, tasks_by_id, pairs, RestemConfig(), seed=0,
                             forgetting_docs=probe)              # model is updated in place
 
-SEAL's settings are the defaults: LoRA r=16, alpha=16, lr 5e-5, 8 epochs, batch 5. A round with no
-successful pair leaves the policy unchanged and says so (summary["skipped"]).
+SEAL's settings are the defaults (RESTEM_RECIPES["seal"]: LoRA r=16, alpha=16, lr 5e-5, 8 epochs, batch 5),
+chosen for a 1B-parameter model. How far an update of a given size moves a smaller policy is measured by
+nanoseal.seal.update_size; a preset names the size it uses (Preset.restem, chosen from that measurement), and
+rank 0 means full fine-tuning (AdamW on every weight) instead of a LoRA. A round with no successful pair leaves
+the policy unchanged and says so (summary["skipped"]). Every update records the kept pairs' mean token loss
+before and after (summary["pairs_nll"]): how much of the behaviour cloning the policy took in.
 
 Extension, off by default (not SEAL's): `select_pairs_topk(rows, k)` replaces the binary reward by a
 continuous one for scales where exact solves are rare. Each valid self-edit is scored by the cell accuracy
@@ -49,6 +53,8 @@ TOPK_SELECTION = ("the k best valid self-edits per task among those that beat th
 
 @dataclass
 class RestemConfig:
+    """Size of the ReST-EM update (rank 0: full fine-tuning) and its bookkeeping."""
+
     rank: int = 16
     alpha: float = 16.0
     targets: tuple = DEFAULT_TARGETS
@@ -61,6 +67,25 @@ class RestemConfig:
     max_len: int | None = None  # default: the model's sequence_len
     degrade_tolerance: float = 0.02  # forgetting flagged when held-out loss rises by more than 2 %
     dtype: str = "auto"
+    recipe: str = "seal"  # the name it came from (bookkeeping)
+
+
+# named update sizes: SEAL's 1B recipe, and those chosen for the presets by nanoseal.seal.update_size
+RESTEM_RECIPES = {
+    "seal": {"rank": 16, "alpha": 16.0, "learning_rate": 5e-5, "epochs": 8, "batch_size": 5},
+}
+
+
+def restem_config(recipe: str | dict, **overrides) -> RestemConfig:
+    """A RestemConfig from a recipe name (or dict of fields), with the non-None overrides applied."""
+    if isinstance(recipe, str):
+        if recipe not in RESTEM_RECIPES:
+            raise NanosealError(f"unknown ReST-EM recipe {recipe!r}; expected one of {', '.join(RESTEM_RECIPES)}")
+        recipe = RESTEM_RECIPES[recipe]
+    fields = {**recipe, **{k: v for k, v in overrides.items() if v is not None}}
+    if overrides.get("rank") and overrides.get("alpha") is None:
+        fields["alpha"] = float(fields["rank"])  # alpha follows the rank unless set (SEAL: alpha = r)
+    return RestemConfig(**fields)
 
 
 def select_pairs(rows: list[dict]) -> list[tuple[str, str]]:
@@ -208,7 +233,7 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
     pad_id = tokenizer.get_bos_token_id()
     docs = sft_documents(tokenizer, tasks_by_id, pairs, cfg, max_len)
     summary = {"n_kept": len(pairs), "n_docs": len(docs), "steps": 0, "loss_curve": [], "restem_loss": None,
-               "skipped": None, "forgetting": None}
+               "skipped": None, "forgetting": None, "pairs_nll": None}
     if not docs:
         summary["skipped"] = "no successful self-edit this round: the policy is unchanged"
         return summary
@@ -216,11 +241,20 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
         forgetting_docs = {"probe": forgetting_docs}
     probe = {name: d for name, d in (forgetting_docs or {}).items() if d}
     before = probe_losses(model, probe, pad_id, cfg.dtype)
+    pairs_before = loss_sum(model, docs, pad_id, cfg.dtype)
     device = model.get_device()
     rng = random.Random(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        params = apply_lora(model, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets))
+    full = cfg.rank == 0  # full fine-tuning: every weight trains, nothing to merge
+    saved = {k: v.clone() for k, v in model.state_dict().items()} if full else None
+    if full:
+        params = list(model.parameters())
+        grad_flags = [p.requires_grad for p in params]
+        for p in params:
+            p.requires_grad_(True)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            params = apply_lora(model, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets))
     opt = adapter_optimizer(params, lr=cfg.learning_rate)
     per_epoch = math.ceil(len(docs) / cfg.batch_size)
     total = per_epoch * cfg.epochs
@@ -249,15 +283,27 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
                 opt.zero_grad(set_to_none=True)
                 summary["loss_curve"].append(round(loss.item(), 5))
                 step += 1
-    except BaseException:
-        remove_lora(model, merge=False)  # a failed update leaves the policy as it was
+    except BaseException:  # a failed update leaves the policy as it was
+        if full:
+            model.load_state_dict(saved)
+        else:
+            remove_lora(model, merge=False)
         raise
     model.eval()
-    remove_lora(model, merge=True)  # the policy keeps what it learned; plain linears again
+    if full:
+        for p, flag in zip(params, grad_flags):
+            p.requires_grad_(flag)
+    else:
+        remove_lora(model, merge=True)  # the policy keeps what it learned; plain linears again
     dist.broadcast_module(model)  # every rank holds exactly rank 0's merged policy
     summary["steps"] = step
     last_epoch = summary["loss_curve"][-per_epoch:]
     summary["restem_loss"] = round(sum(last_epoch) / len(last_epoch), 5) if last_epoch else None
+    pairs_after = loss_sum(model, docs, pad_id, cfg.dtype)
+    summary["pairs_nll"] = {"before": round(pairs_before[0] / max(1, pairs_before[1]), 5),
+                            "after": round(pairs_after[0] / max(1, pairs_after[1]), 5), "tokens": pairs_before[1]}
+    summary["update"] = {"rank": cfg.rank, "learning_rate": cfg.learning_rate, "epochs": cfg.epochs,
+                         "batch_size": cfg.batch_size}
     if probe:
         after = probe_losses(model, probe, pad_id, cfg.dtype)
         summary["forgetting"] = forgetting_summary(before, after, {n: len(d) for n, d in probe.items()},

@@ -51,10 +51,13 @@ from nanoseal.common import NanosealError, atomic_write_json, autodetect_device,
 from nanoseal.engine import Engine
 from nanoseal.logs import EventLog, append_lines, read_jsonl
 from nanoseal.report import write_report
+from nanoseal.seal.curate import curate_rows
 from nanoseal.seal.restem import (
+    RESTEM_RECIPES,
     TOPK_SELECTION,
     RestemConfig,
     forgetting_probe,
+    restem_config,
     restem_update,
     select_pairs,
     select_pairs_topk,
@@ -62,12 +65,16 @@ from nanoseal.seal.restem import (
 from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT, ORACLE_GRIDS, recipe_grid, sample_self_edits
 from nanoseal.seal.tasks import resolve_tasks
 from nanoseal.seal.ttt import TTTConfig, count_tokens_fn, run_ttt
+from nanoseal.seal.update_size import field_distributions, sample_distribution, shift_summary
 
-METHODS = ("icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "oracle")
+METHODS = ("icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "oracle")  # plus seal_round<r> for 0 < r < rounds
+POLICY_METHODS = ("ttt_selfedit_round0", "seal")  # methods whose self-edits the policy samples
 RUN_CONFIG_KEYS = ("checkpoint", "source", "tasks", "eval_tasks", "rounds", "self_edits", "seed", "temperature",
                    "n_max", "max_views", "lora_rank", "restem_lr", "restem_epochs", "no_oracle", "dtype")
 # keys added later, with the value a run dir that predates them was run with (so such a run still resumes)
-LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0, "oracle_grid": "seal"}
+LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0, "oracle_grid": "seal", "restem_rank": None,
+                         "restem_recipe": "seal", "curate": False, "shift_samples": 0}
+SHIFT_PROMPTS = 16  # held-out self-edit prompts the per-round policy shift is measured on
 DIE_AFTER_ENV = "NANOSEAL_TEST_DIE_AFTER"  # tests only: see die_hook
 _items_done = [0]  # work items this process has finished (for die_hook)
 
@@ -85,9 +92,20 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--n-max", type=int, default=250, help="TTT examples per self-edit at most")
     parser.add_argument("--max-views", type=int, default=None, help="inference views used (default all 7)")
-    parser.add_argument("--lora-rank", type=int, default=16)
-    parser.add_argument("--restem-lr", type=float, default=5e-5)
-    parser.add_argument("--restem-epochs", type=int, default=8)
+    parser.add_argument("--lora-rank", type=int, default=16, help="rank of the TTT adapters")
+    parser.add_argument("--restem-recipe", default="auto",
+                        help="size of the ReST-EM update: auto (the checkpoint's preset's, else SEAL's), seal "
+                             "(SEAL's 1B recipe: LoRA r=16, lr 5e-5, 8 epochs), or a preset name")
+    parser.add_argument("--restem-lr", type=float, default=None, help="override the recipe's learning rate")
+    parser.add_argument("--restem-epochs", type=int, default=None, help="override the recipe's epochs")
+    parser.add_argument("--restem-rank", type=int, default=None,
+                        help="override the recipe's LoRA rank (0 = full fine-tuning)")
+    parser.add_argument("--curate", action="store_true",
+                        help="SEAL's curation of the training pool: keep the tasks ICL fails and an oracle recipe "
+                             "solves (round-0 policy); the held-out tables always show the curated subset too")
+    parser.add_argument("--shift-samples", type=int, default=4,
+                        help=f"self-edits sampled per held-out prompt (first {SHIFT_PROMPTS}) before and after each "
+                             "update, to measure how far it moved the policy (0: off)")
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle's recipe grid")
     parser.add_argument("--oracle-grid", default="seal", choices=ORACLE_GRIDS,
                         help="seal: 24 recipes; prior: 10 (the SFT prior's learning rates x 1 or 3 epochs)")
@@ -287,9 +305,60 @@ def check_config(run_dir: str, config: dict) -> None:
         atomic_write_json(config_path, config)
 
 
+def resolve_restem(args: argparse.Namespace, meta: dict) -> RestemConfig:
+    """The ReST-EM update size: the named recipe (auto: the checkpoint's preset's, else SEAL's) with the flags'
+    overrides (results.json "restem" records the resolved numbers and recipe)."""
+    from nanoseal.train.presets import PRESETS
+
+    recipe = args.restem_recipe
+    if recipe == "auto":
+        preset = (meta.get("preset") or {}).get("name") if isinstance(meta.get("preset"), dict) else None
+        recipe = preset if preset in PRESETS and PRESETS[preset].restem else "seal"
+    if recipe in PRESETS:
+        if not PRESETS[recipe].restem:
+            raise NanosealError(f"--restem-recipe {recipe}: that preset has no ReST-EM recipe of its own; use seal")
+        fields = dict(PRESETS[recipe].restem)
+    elif recipe in RESTEM_RECIPES:
+        fields = dict(RESTEM_RECIPES[recipe])
+    else:
+        raise NanosealError(f"--restem-recipe {recipe!r}: expected auto, {', '.join(RESTEM_RECIPES)} or a preset "
+                            f"({', '.join(p for p in PRESETS if PRESETS[p].restem)})")
+    cfg = restem_config(fields, rank=args.restem_rank, learning_rate=args.restem_lr, epochs=args.restem_epochs,
+                        style="compact", dtype=args.dtype)
+    if cfg.rank < 0 or cfg.epochs < 1 or not (0 < cfg.learning_rate < 1):
+        raise NanosealError(f"ReST-EM update: rank must be >= 0, epochs >= 1 and 0 < lr < 1; got rank {cfg.rank}, "
+                            f"epochs {cfg.epochs}, lr {cfg.learning_rate}")
+    cfg.recipe = recipe
+    return cfg
+
+
+def per_task_success(rows: list[dict], tasks: list, method: str) -> dict[str, float]:
+    """Each task's success: the share of its rows with reward 1 (oracle: 1.0 when any recipe solves it)."""
+    by_task: dict[str, list[int]] = {t.id: [] for t in tasks}
+    for r in rows:
+        if r["task"] in by_task:
+            by_task[r["task"]].append(r["reward"])
+    if method == "oracle":
+        return {t: float(any(v)) for t, v in by_task.items()}
+    return {t: sum(v) / len(v) if v else 0.0 for t, v in by_task.items()}
+
+
+def round_method(rnd: int, rounds: int) -> str:
+    """The evaluation method of the policy after rnd ReST-EM rounds."""
+    return "ttt_selfedit_round0" if rnd == 0 else "seal" if rnd == rounds else f"seal_round{rnd}"
+
+
+def kept_edits(round_rows: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
+    """The self-edit JSON of each kept (task, text) pair, from the round's rows."""
+    by_key = {(r["task"], (r["raw"] or "").strip()): r["self_edit"] for r in round_rows if r["self_edit"]}
+    return [by_key[p] for p in pairs if p in by_key]
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of `nanoseal seal`."""
     check_reward_args(args)
+    if args.shift_samples < 0:
+        raise NanosealError(f"--shift-samples must be >= 0, got {args.shift_samples}")
     rank = dist.rank()
     device = dist.local_device(autodetect_device(args.device))
     # rank 0 alone owns the run directory: the other ranks never read or write it (no shared storage needed)
@@ -307,10 +376,10 @@ def run(args: argparse.Namespace) -> int:
         raise NanosealError(error) if rank == 0 else SystemExit(2)
     log = EventLog(run_dir) if rank == 0 else _NoLog()
     model, tokenizer, meta = load_model(args.checkpoint or get_base_dir(), device=device, source=args.source)
+    restem_cfg = resolve_restem(args, meta)
     style = "compact"
     ttt_cfg = TTTConfig(rank=args.lora_rank, alpha=args.lora_rank, n_max=args.n_max, max_views=args.max_views,
                         dtype=args.dtype, style=style)
-    restem_cfg = RestemConfig(learning_rate=args.restem_lr, epochs=args.restem_epochs, style=style, dtype=args.dtype)
     skipped = []
 
     def usable(tasks):
@@ -327,12 +396,41 @@ def run(args: argparse.Namespace) -> int:
     if not eval_tasks:
         raise NanosealError(f"none of the evaluation tasks ({args.eval_tasks}) fits the model's context "
                             f"of {model.config.sequence_len} tokens")
+    if args.curate and args.no_oracle:
+        raise NanosealError("--curate needs the oracle grid (it keeps tasks an oracle recipe solves): drop --no-oracle")
     rows = Rows(os.path.join(run_dir, "selfedits.jsonl")) if rank == 0 else None
     K = args.self_edits
-    round0 = copy.deepcopy(model) if args.rounds else model  # the un-trained policy, for the baselines
+    round0 = model  # the un-trained policy, for the baselines (each update works on a copy of the policy)
+    grid = [] if args.no_oracle else recipe_grid(args.oracle_grid)
     rounds_summary = []
     policy = model
+    curation = {}
+
+    # ---- SEAL's curation of the training pool (round-0 policy): ICL and the oracle grid on every candidate
+    if args.curate:
+        def curate_item(i: int) -> list[dict]:
+            task, seed = train_tasks[i], args.seed * 7919 + 50_000 + i
+            return (icl_group(round0, tokenizer, task, ("curate", 0, "icl", task.id), ttt_cfg, seed)
+                    + recipe_group(round0, tokenizer, task, ("curate", 0, "oracle", task.id), grid, ttt_cfg, seed))
+
+        pending = [i for i, t in enumerate(train_tasks) if not (rows.done(("curate", 0, "icl", t.id), 1) and
+                                                               rows.done(("curate", 0, "oracle", t.id), len(grid)))] \
+            if rank == 0 else None
+        spread(dist.broadcast_object(pending), curate_item, lambda i, new: rows.add(new), "curation")
+        record = None
+        if rank == 0:
+            cur_rows = [r for r in rows.rows if r["key"][0] == "curate"]
+            record = curate_rows([t.id for t in train_tasks], cur_rows)
+            record["seconds"] = round(sum(sum(r["seconds"].values()) for r in cur_rows), 1)
+            record["ttt_runs"] = len(cur_rows)
+            log.log(f"curation: kept {len(record['kept'])} of {len(train_tasks)} training tasks "
+                    f"({record['seconds']:.0f}s of TTT and evaluation)", db_phase="curate")
+        record = dist.broadcast_object(record)
+        curation["train"] = record
+        keep = set(record["kept"])
+        train_tasks = [t for t in train_tasks if t.id in keep]
     probe = forgetting_probe(tokenizer, train_tasks, restem_cfg, model.config.sequence_len)  # fixed, a handful
+    shift_tasks = eval_tasks[:SHIFT_PROMPTS]
 
     def train_item(item: tuple[int, int]) -> list[dict]:  # (round, task index): K self-edits of the policy, TTT'd
         rnd, i = item
@@ -346,13 +444,17 @@ def run(args: argparse.Namespace) -> int:
                 db_phase="ttt", method="seal")
 
     # ---- ReST-EM rounds on the training tasks: one work item per task (its K self-edits train as K adapters)
+    round_policies = {0: round0}  # policy after r rounds, for the held-out table of every round
     for rnd in range(args.rounds):
         saved = load_round_policy(run_dir, rnd + 1, device) if rank == 0 else None
         if dist.broadcast_object(saved is not None):
             if rank == 0:
                 policy = saved
                 rounds_summary.append(read_json_object(os.path.join(run_dir, "rounds", str(rnd + 1), "summary.json")))
+            else:
+                policy = copy.deepcopy(policy)
             dist.broadcast_module(policy)  # the other ranks receive rank 0's saved policy
+            round_policies[rnd + 1] = policy
             continue
         pending = [(rnd, i) for i, t in enumerate(train_tasks) if not rows.done(("train", rnd, "seal", t.id), K)] \
             if rank == 0 else None
@@ -365,25 +467,39 @@ def run(args: argparse.Namespace) -> int:
             else:
                 pairs = select_pairs(round_rows)
         pairs = dist.broadcast_object(pairs)
+        policy = copy.deepcopy(policy)  # round_policies keeps each round's policy; the update works on a copy
+        shift_seed = args.seed * 7919 + 200_000 + rnd * 1000
+        before = None
+        if rank == 0 and args.shift_samples and pairs:
+            before = sample_distribution(policy, tokenizer, shift_tasks, args.shift_samples, shift_seed, style,
+                                         args.temperature)
         summary = restem_update(policy, tokenizer, {t.id: t for t in train_tasks}, pairs, restem_cfg,
                                 seed=args.seed + rnd, forgetting_docs=probe)  # data-parallel over the ranks
+        round_policies[rnd + 1] = policy
         if rank != 0:
             continue
+        if before is not None:
+            after = sample_distribution(policy, tokenizer, shift_tasks, args.shift_samples, shift_seed, style,
+                                        args.temperature)
+            summary["shift"] = shift_summary(before, after, field_distributions(kept_edits(round_rows, pairs)))
         stats = summarise(round_rows, train_tasks, K)
-        summary.update(round=rnd, success_rate=stats["success_rate"], n_pairs=stats["n_pairs"], reward=args.reward)
+        summary.update(round=rnd, success_rate=stats["success_rate"], n_pairs=stats["n_pairs"], reward=args.reward,
+                       n_tasks=len(train_tasks))
         fg = summary["forgetting"]
         degraded = [name for name, part in (fg or {}).get("parts", {}).items() if part["degraded"]]
         note = f"; forgetting probe degraded: {', '.join(degraded)}" if degraded else ""
+        moved = f"; policy moved TV {summary['shift']['mean']['tv_moved']:.3f}" if summary.get("shift") else ""
         log.log(f"round {rnd}: {len(pairs)} pairs kept ({args.reward} reward); "
-                f"{summary['skipped'] or 'policy updated'}{note}", db_phase="restem", method="seal")
+                f"{summary['skipped'] or 'policy updated'}{moved}{note}", db_phase="restem", method="seal")
         folder = os.path.join(run_dir, "rounds", str(rnd + 1))
         atomic_write_json(os.path.join(folder, "summary.json"), summary)
         save_checkpoint(os.path.join(folder, "policy"), 0, policy.state_dict(), None,
                         {"model_config": policy.config.to_dict(), "round": rnd + 1, "source": meta["checkpoint_dir"]})
         rounds_summary.append(summary)
     # ---- evaluation on held-out tasks: one work item per (task, method)
-    grid = [] if args.no_oracle else recipe_grid(args.oracle_grid)
-    methods = {"icl": (round0, 1), "ttt_fixed": (round0, 1), "ttt_selfedit_round0": (round0, K), "seal": (policy, K)}
+    methods = {"icl": (round0, 1), "ttt_fixed": (round0, 1)}
+    for r in range(args.rounds + 1):  # the policy after every round: round 0 (un-trained) ... SEAL (the last)
+        methods[round_method(r, args.rounds)] = (round_policies[r], K)
     if grid:
         methods["oracle"] = (round0, len(grid))
 
@@ -418,21 +534,33 @@ def run(args: argparse.Namespace) -> int:
     spread(dist.broadcast_object(pending), eval_item, eval_done, "evaluation")
     if rank != 0:
         return 0
-    results = {"methods": {}, "rounds": rounds_summary, "config": config, "skipped_tasks": skipped,
-               "seed": args.seed, "extensions": reward_extensions(args), "ttt_config": asdict(ttt_cfg)}
+    results = {"methods": {}, "per_task": {}, "rounds": rounds_summary, "config": config, "skipped_tasks": skipped,
+               "seed": args.seed, "extensions": reward_extensions(args), "ttt_config": asdict(ttt_cfg),
+               "restem": asdict(restem_cfg)}
     for method, (_, n) in methods.items():
         method_rows = rows.select("eval", 0, method)
+        s = summarise(method_rows, eval_tasks, n)
         if method == "oracle":  # upper bound: a task counts as solved when any recipe of the grid solves it
-            s = summarise(method_rows, eval_tasks, n)
             s["success_rate"] = s["tasks_solved_any"] / max(1, len(eval_tasks))
-        else:
-            s = summarise(method_rows, eval_tasks, n)
         results["methods"][method] = s
+        results["per_task"][method] = per_task_success(method_rows, eval_tasks, method)
+    if grid:  # SEAL's protocol on the held-out side: the subset ICL fails and an oracle recipe solves
+        eval_rows = [r for r in rows.rows if r["key"][0] == "eval"]
+        curation["eval"] = curate_rows([t.id for t in eval_tasks], eval_rows)
+        kept = curation["eval"]["kept"]
+        results["curated"] = {m: {"success_rate": sum(results["per_task"][m][t] for t in kept) / len(kept)
+                                  if kept else None, "n_tasks": len(kept)} for m in methods}
+    results["curation"] = curation
     atomic_write_json(os.path.join(run_dir, "results.json"), results)
     report_path = write_report(run_dir)
     log.log(f"results and report written: {report_path}", db_phase="report")
-    print(f"{'method':<22}{'success':>9}{'solved(any)':>13}{'tasks':>7}")
+    print(f"{'method':<22}{'success':>9}{'solved(any)':>13}{'tasks':>7}{'curated':>9}")
     for method, s in results["methods"].items():
-        print(f"{method:<22}{s['success_rate']:>9.3f}{s['tasks_solved_any']:>13d}{s['n_tasks']:>7d}")
+        cur = results.get("curated", {}).get(method, {}).get("success_rate")
+        cur_text = f"{cur:>9.3f}" if cur is not None else f"{'–':>9}"
+        print(f"{method:<22}{s['success_rate']:>9.3f}{s['tasks_solved_any']:>13d}{s['n_tasks']:>7d}{cur_text}")
+    if "curated" in results:
+        print(f"curated subset (ICL fails, an oracle recipe solves): {len(curation['eval']['kept'])} of "
+              f"{len(eval_tasks)} held-out tasks")
     print(f"run directory: {run_dir}\nreport: {report_path}")
     return 0

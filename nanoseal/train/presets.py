@@ -39,6 +39,8 @@ class Preset:
     families: tuple = ()  # procedural families trained on and used by the demo (empty: every training family)
     ttt_n_max: int = 250  # TTT examples per self-edit at most (SEAL: 250)
     pretrain_rows: int = 0  # rows per pretraining step (0: batch_size); fewer rows = more optimizer steps per token
+    restem: dict | None = None  # ReST-EM update size (RestemConfig fields; None: SEAL's 1B recipe), see update_size
+    arch: str = "nanochat-2025-10-13"  # the model's architecture version (nanoseal.models.nanochat.ARCHS)
 
     def family_names(self) -> list[str]:
         """The procedural families this preset trains on (those that can draw its grid sides)."""
@@ -56,13 +58,16 @@ class Preset:
 TINY_FAMILIES = ("flip_lr", "transpose", "colour_swap", "recolour", "fill_background", "gravity_down", "draw_border",
                  "mirror_right")
 
+# dev/LOG.md (2026-12-01, update size): SEAL's lr 5e-5 leaves the tiny policy where it was
+TINY_RESTEM = {"rank": 16, "alpha": 16.0, "learning_rate": 1e-3, "epochs": 8, "batch_size": 5}
+
 PRESETS = {p.name: p for p in [
     Preset("micro", n_layer=2, n_embd=64, n_head=2, sequence_len=1024, vocab_size=320, batch_size=2,
            pretrain_seconds=0, pretrain_steps=6, sft_seconds=0, sft_steps=20, min_side=2, max_side=4,
            tokenizer_tasks=60, families=("flip_lr", "recolour"), ttt_n_max=4),
     Preset("tiny", n_layer=4, n_embd=128, n_head=4, sequence_len=1024, vocab_size=1024, batch_size=8,
            pretrain_seconds=0, pretrain_steps=1100, sft_seconds=0, sft_steps=250, min_side=2, max_side=4,
-           families=TINY_FAMILIES, ttt_n_max=16, pretrain_rows=4),
+           families=TINY_FAMILIES, ttt_n_max=16, pretrain_rows=4, restem=TINY_RESTEM),
     Preset("d12", n_layer=12, n_embd=768, n_head=6, sequence_len=2048, vocab_size=8192, batch_size=32,
            pretrain_seconds=3600, pretrain_steps=20_000, sft_seconds=900, sft_steps=2_000, max_side=12,
            tokenizer_tasks=20_000),
