@@ -20,12 +20,18 @@ The same measurement runs inside every ReST-EM round of `nanoseal seal` (rounds/
 import argparse
 import copy
 import math
+import os
+import sys
 from collections import Counter
 
 from nanoseal.arc.data import Task
-from nanoseal.common import NanosealError, read_json_object
+from nanoseal.checkpoint import load_model
+from nanoseal.common import NanosealError, atomic_write_json, read_json_object
 from nanoseal.engine import Engine
+from nanoseal.logs import read_jsonl
+from nanoseal.seal.restem import restem_config, restem_update, select_pairs
 from nanoseal.seal.selfedit import sample_self_edits
+from nanoseal.seal.tasks import resolve_tasks
 
 FIELDS = ("learning_rate", "num_train_epochs", "strategy", "use_basic_augmentations", "use_size_augmentations",
           "use_chain_augmentations", "use_repeat_augmentations")
@@ -105,13 +111,6 @@ def parse_sizes(text: str) -> list[tuple[int, float, int]]:
 
 def measure(run_dir: str, sizes: list[tuple[int, float, int]], n_per_task: int, device=None) -> list[dict]:
     """For each size: update a copy of the run's round-0 policy on its round-0 kept pairs; the shift it makes."""
-    import os
-
-    from nanoseal.checkpoint import load_model
-    from nanoseal.logs import read_jsonl
-    from nanoseal.seal.restem import restem_config, select_pairs
-    from nanoseal.seal.tasks import resolve_tasks
-
     config = read_json_object(os.path.join(run_dir, "config.json"))
     rows, _ = read_jsonl(os.path.join(run_dir, "selfedits.jsonl"))
     rows = [r for r in rows if r["key"][:3] == ["train", 0, "seal"]]
@@ -148,17 +147,15 @@ def print_table(results: list[dict]) -> None:
               f"{s['fields']['learning_rate']['entropy_after']:>11.3f} {s['valid_after']:>6.2f}")
     if results:
         s = results[0]["shift"]
-        print(f"learning rates: before {s['before']['learning_rate']}\n                kept   {s['kept']['learning_rate']}")
+        print(f"learning rates: before {s['before']['learning_rate']}")
+        print(f"                kept   {s['kept']['learning_rate']}")
         for r in results:
-            print(f"  {r['rank']}:{r['learning_rate']:g}:{r['epochs']} after {r['shift']['after']['learning_rate']}")
+            size = f"{r['rank']}:{r['learning_rate']:g}:{r['epochs']}"
+            print(f"  {size} after {r['shift']['after']['learning_rate']}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: measure update sizes on a run's round-0 pairs and print the table."""
-    import sys
-
-    from nanoseal.common import atomic_write_json
-
     parser = argparse.ArgumentParser(prog="python -m nanoseal.seal.update_size", description=__doc__.split("\n")[1])
     parser.add_argument("run_dir")
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="rank:lr:epochs,... (rank 0 = full fine-tuning)")
