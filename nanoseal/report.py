@@ -28,6 +28,8 @@ import os
 from collections import Counter, defaultdict
 
 from nanoseal.common import NanosealError, atomic_write_bytes, atomic_write_text, read_json_object
+from nanoseal.seal.effect import effect_markdown, learned_markdown, method_order
+from nanoseal.seal.effect import label as effect_label
 
 METHOD_ORDER = ["icl", "ttt_selfedit_round0", "ttt_fixed", "seal", "oracle"]
 METHOD_LABELS = {
@@ -121,9 +123,8 @@ def _mean(xs: list) -> float | None:
 
 
 def _method_order(names) -> list[str]:
-    """Known methods in canonical order, then any others sorted."""
-    names = list(names)
-    return [m for m in METHOD_ORDER if m in names] + sorted(m for m in names if m not in METHOD_ORDER)
+    """Known methods in canonical order (every round's policy between round 0 and SEAL), then any others."""
+    return method_order(list(names))
 
 
 def _valid_edit(row: dict) -> dict | None:
@@ -164,13 +165,26 @@ def _save_fig(fig, path: str) -> None:
 
 # ----------------------------------------------------------------------------- computations
 
-def selfedit_settings_by_round(rows: list[dict]) -> dict[int, dict]:
-    """Per round: sampled/valid counts, augmentation flag fractions, strategy/lr/epochs counts, invalid reasons."""
-    out: dict[int, dict] = {}
+def _settings_group(row: dict) -> tuple[tuple, str]:
+    """(sort key, name) of the policy that sampled a row: a training round, or a policy on the held-out tasks."""
+    key = row.get("key") or []
+    if key[:1] == ["eval"]:
+        order = method_order([key[2], "seal"])
+        return (1, order.index(key[2]) if key[2] in order else 99), f"held-out: {effect_label(key[2])}"
+    r = int(row.get("round", 0))
+    return (0, r), f"training round {r}"
+
+
+def selfedit_settings_by_round(rows: list[dict]) -> dict[str, dict]:
+    """Per policy (each training round, then each policy on the held-out tasks: round 0 ... SEAL): sampled/valid
+    counts, augmentation flag fractions, strategy/lr/epochs counts, invalid reasons."""
+    out: dict[str, dict] = {}
+    order: dict[str, tuple] = {}
     for row in rows:
-        if row.get("method") in NOT_CHOSEN:
+        if row.get("method") in NOT_CHOSEN or (row.get("key") or [None])[0] == "curate":
             continue
-        r = int(row.get("round", 0))
+        sort_key, r = _settings_group(row)
+        order[r] = sort_key
         s = out.setdefault(r, {"n": 0, "valid": 0, "flags": Counter(), "strategy": Counter(), "lr": Counter(),
                                "epochs": Counter(), "reasons": Counter()})
         s["n"] += 1
@@ -187,7 +201,7 @@ def selfedit_settings_by_round(rows: list[dict]) -> dict[int, dict]:
             s["lr"][float(tr["learning_rate"])] += 1
         if tr.get("num_train_epochs") is not None:
             s["epochs"][int(tr["num_train_epochs"])] += 1
-    return dict(sorted(out.items()))
+    return {name: out[name] for name in sorted(out, key=lambda n: order[n])}
 
 
 def per_task_stats(rows: list[dict]) -> list[dict]:
@@ -260,7 +274,7 @@ def plot_selfedit_settings(settings: dict[int, dict], path: str) -> None:
     for j, r in enumerate(rounds):
         s = settings[r]
         fr = [s["flags"][f] / s["valid"] if s["valid"] else 0.0 for f in AUG_FLAGS]
-        ax.bar([i + j * width for i in range(len(AUG_FLAGS))], fr, width, label=f"round {r}")
+        ax.bar([i + j * width for i in range(len(AUG_FLAGS))], fr, width, label=r)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(AUG_FLAGS))])
     ax.set_xticklabels([f.split("_")[1] for f in AUG_FLAGS])
     ax.set_ylim(0, 1)
@@ -271,20 +285,21 @@ def plot_selfedit_settings(settings: dict[int, dict], path: str) -> None:
     bottoms = [0.0] * len(rounds)
     for st in strategies:
         vals = [settings[r]["strategy"][st] for r in rounds]
-        ax.bar([str(r) for r in rounds], vals, bottom=bottoms, label=st)
+        ax.bar([str(i) for i in range(len(rounds))], vals, bottom=bottoms, label=st)
         bottoms = [b + v for b, v in zip(bottoms, vals)]
-    ax.set_title("training strategy (count)")
-    ax.set_xlabel("round")
+    ax.set_title("training strategy (count; bars in the legend's order)")
+    ax.set_xlabel("policy")
     if strategies:
         ax.legend(fontsize=7)
     for ax, key, title in ((axes[1][0], "lr", "learning rate"), (axes[1][1], "epochs", "epochs")):
         values = sorted({v for s in settings.values() for v in s[key]})
         for j, r in enumerate(rounds):
-            ax.bar([i + j * width for i in range(len(values))], [settings[r][key][v] for v in values], width,
-                   label=f"round {r}")
+            n = max(1, settings[r]["valid"])
+            ax.bar([i + j * width for i in range(len(values))], [settings[r][key][v] / n for v in values], width,
+                   label=r)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(values))])
         ax.set_xticklabels([f"{v:g}" for v in values], fontsize=7)
-        ax.set_title(f"{title} (count of valid edits)")
+        ax.set_title(f"{title} (share of valid edits)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     _save_fig(fig, path)
@@ -358,6 +373,24 @@ def _forgetting_rows(rounds: list[dict]) -> tuple[list[list], list[str]]:
     return rows, degraded
 
 
+def _pairs_nll(r: dict) -> str:
+    p = r.get("pairs_nll")
+    return f"{p['before']:.3f} -> {p['after']:.3f}" if isinstance(p, dict) else NA
+
+
+def _shift(r: dict, key: str) -> str:
+    s = r.get("shift")
+    return _num(s["mean"][key], ".3f") if isinstance(s, dict) else NA
+
+
+def _update(r: dict) -> str:
+    u = r.get("update")
+    if not isinstance(u, dict):
+        return NA
+    kind = "full" if u.get("rank") == 0 else f"LoRA r={u.get('rank')}"
+    return f"{kind}, lr {u.get('learning_rate'):g}, {u.get('epochs')} ep"
+
+
 def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) -> str:
     """Compute every section, write the plots, and return the markdown text."""
     methods = {m: v for m, v in (results.get("methods") or {}).items() if isinstance(v, dict)}
@@ -375,6 +408,8 @@ def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) 
     else:
         md.append("No method results recorded.")
     md.append("")
+    md += ["## Held-out success with 95 % intervals: all tasks and the curated subset", ""]
+    md.append(effect_markdown([results]))
 
     md += ["## Success rate per round", ""]
     if rounds:
@@ -382,9 +417,17 @@ def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) 
             else "SEAL's binary reward (reward 1)"
         md += [f"n_pairs: (task, self-edit) pairs sampled; n_kept: pairs kept for ReST-EM by {kept_by}; "
                "ReST-EM loss: mean behaviour-cloning loss of the last epoch.", ""]
-        md += _table(["round", "success rate", "n_pairs", "n_kept", "ReST-EM loss"],
+        held = [m for m in _method_order(methods) if m == "ttt_selfedit_round0" or m.startswith("seal")]
+        md += ["Held-out success of the policy after each round: "
+               + ", ".join(f"{effect_label(m)} {_pct(methods[m].get('success_rate'))}" for m in held) + ".", ""]
+        md += ["Policy shift: mean over the self-edit fields of the total-variation distance between the "
+               "self-edits sampled on held-out prompts before and after the update (moved), and between those "
+               "after and the kept pairs (to kept); pairs NLL: the kept pairs' mean token loss before -> after.", ""]
+        md += _table(["round", "training success", "n_pairs", "n_kept", "ReST-EM loss", "pairs NLL",
+                      "moved (TV)", "to kept (TV)", "update"],
                      [[r.get("round", i), _pct(r.get("success_rate")), r.get("n_pairs", NA), r.get("n_kept", NA),
-                       _num(r.get("restem_loss"))] for i, r in enumerate(rounds)])
+                       _num(r.get("restem_loss")), _pairs_nll(r), _shift(r, "tv_moved"), _shift(r, "tv_after_kept"),
+                       _update(r)] for i, r in enumerate(rounds)])
         plot_success_per_round(rounds, methods, os.path.join(plots_dir, "success_per_round.png"))
         md += ["", "![success rate per round](plots/success_per_round.png)"]
     else:
@@ -414,6 +457,9 @@ def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) 
     else:
         md.append("No self-edits recorded (selfedits.jsonl missing or empty).")
     md.append("")
+
+    md += ["## What the policy learned", ""]
+    md.append(learned_markdown(rows))
 
     md += ["## Per-task results (adapter performance deltas)", ""]
     tasks = per_task_stats(rows)
@@ -497,7 +543,7 @@ def seeds_table(run_dirs: list[str]) -> str:
         cells = [_num(r["methods"][m]["success_rate"], ".3f") if m in r.get("methods", {}) else NA for r in runs]
         spread = f"{mean:.3f} ± {std:.3f}" if std is not None else _num(mean, ".3f")
         rows.append([m, spread, _pct(_mean(solved))] + cells)
-    return "\n".join(_table(header, rows)) + "\n"
+    return "\n".join(_table(header, rows)) + "\n\n" + effect_markdown(runs)
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,158 @@
+"""
+The SEAL effect in numbers: per-method success over held-out tasks with 95 % bootstrap intervals (tasks are
+the resampling unit), on all held-out tasks and on the curated subset (ICL fails, an oracle recipe solves: the
+paper's protocol), the paired differences that decide the claim (SEAL - un-trained self-edits, SEAL - ICL, ...),
+the held-out success of every round's policy, and what each round's policy learned (success by setting on its
+training tasks, the settings it chose).
+
+    from nanoseal.seal.effect import effect_markdown, pooled_tasks
+    print(effect_markdown([results0, results1, results2]))     # results.json dicts of several seeds, pooled
+
+One run or several: the per-task values of every run are pooled (task ids are prefixed with the run's seed,
+so equal ids of different runs stay different tasks) and the intervals are over that pooled set of tasks.
+"""
+
+from collections import defaultdict
+
+from nanoseal.stats import fmt_ci, mean_ci, paired_diff_ci
+
+PAIRS = (("seal", "ttt_selfedit_round0"), ("seal", "icl"), ("ttt_selfedit_round0", "icl"), ("oracle", "seal"))
+ORDER = ("icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "oracle")
+LABELS = {"icl": "ICL (no adaptation)", "ttt_fixed": "TTT, fixed recipe",
+          "ttt_selfedit_round0": "TTT, un-trained self-edits", "seal": "SEAL (trained policy)",
+          "oracle": "Oracle (best recipe)"}
+SETTING_KEYS = ("learning_rate", "num_train_epochs", "strategy", "use_basic_augmentations", "use_size_augmentations",
+                "use_chain_augmentations", "use_repeat_augmentations")
+
+
+def method_order(methods) -> list[str]:
+    """Methods in table order: ICL, fixed, round 0, intermediate rounds, SEAL, oracle, then anything else."""
+    rounds = sorted((m for m in methods if m.startswith("seal_round")), key=lambda m: int(m[len("seal_round"):]))
+    head = [m for m in ORDER[:3] if m in methods] + rounds + [m for m in ORDER[3:] if m in methods]
+    return head + sorted(m for m in methods if m not in head)
+
+
+def label(method: str) -> str:
+    """Human name of a method."""
+    if method.startswith("seal_round"):
+        return f"policy after round {method[len('seal_round'):]}"
+    return LABELS.get(method, method)
+
+
+def pooled_tasks(runs: list[dict]) -> tuple[dict[str, dict[str, float]], list[str], list[str]]:
+    """({method: {task: success}}, all task keys, curated task keys), pooled over runs (keys 'seed/task')."""
+    per_method: dict[str, dict[str, float]] = defaultdict(dict)
+    tasks, curated = [], []
+    for i, results in enumerate(runs):
+        prefix = f"{results.get('seed', i)}/"
+        for method, values in (results.get("per_task") or {}).items():
+            for task, v in values.items():
+                per_method[method][prefix + task] = float(v)
+        first = next(iter((results.get("per_task") or {}).values()), {})
+        tasks += [prefix + t for t in first]
+        kept = ((results.get("curation") or {}).get("eval") or {}).get("kept")
+        curated += [prefix + t for t in kept or []]
+    return dict(per_method), tasks, curated
+
+
+def method_cis(per_method: dict, tasks: list[str]) -> dict[str, dict]:
+    """Each method's mean success over the tasks with its 95 % bootstrap interval."""
+    return {m: mean_ci([values[t] for t in tasks]) for m, values in per_method.items()
+            if tasks and all(t in values for t in tasks)}
+
+
+def paired_cis(per_method: dict, tasks: list[str], pairs=PAIRS) -> dict[str, dict]:
+    """'a - b' -> mean paired difference over the tasks with its 95 % bootstrap interval."""
+    out = {}
+    for a, b in pairs:
+        if a in per_method and b in per_method and tasks and all(t in per_method[a] and t in per_method[b]
+                                                                   for t in tasks):
+            out[f"{a} - {b}"] = paired_diff_ci([per_method[a][t] for t in tasks], [per_method[b][t] for t in tasks])
+    return out
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+           ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
+def _diff_text(ci: dict) -> str:
+    if ci.get("lo") is None:
+        return fmt_ci(ci)
+    verdict = "above 0" if ci["lo"] > 0 else "below 0" if ci["hi"] < 0 else "spans 0"
+    return f"{ci['mean']:+.3f} [{ci['lo']:+.3f}, {ci['hi']:+.3f}] ({verdict})"
+
+
+def effect_markdown(runs: list[dict]) -> str:
+    """Markdown: the all-tasks and curated tables with intervals, and the paired differences on both."""
+    per_method, tasks, curated = pooled_tasks(runs)
+    if not tasks:
+        return "No per-task scores recorded (results.json without `per_task`).\n"
+    seeds = ", ".join(str(r.get("seed", "?")) for r in runs)
+    md = [f"Pooled over {len(runs)} run(s) (seeds {seeds}): {len(tasks)} held-out tasks, of which {len(curated)} "
+          "are in the curated subset (ICL fails and an oracle recipe solves them, measured with the round-0 "
+          "policy). Success of a task = share of its self-edits (or its one recipe) whose adapted model solves it "
+          "(pass@2); the oracle counts a task solved when any recipe does. Intervals: 95 % percentile bootstrap "
+          "over tasks.", ""]
+    all_ci, cur_ci = method_cis(per_method, tasks), method_cis(per_method, curated)
+    md += _table(["method", f"all held-out tasks (n={len(tasks)})", f"curated subset (n={len(curated)})"],
+                 [[label(m), fmt_ci(all_ci[m]), fmt_ci(cur_ci[m]) if m in cur_ci else "–"]
+                  for m in method_order(all_ci)])
+    md += ["", "Paired differences on the same tasks:", ""]
+    all_d, cur_d = paired_cis(per_method, tasks), paired_cis(per_method, curated)
+    md += _table(["difference", "all held-out tasks", "curated subset"],
+                 [[k, _diff_text(v), _diff_text(cur_d[k]) if k in cur_d else "–"] for k, v in all_d.items()])
+    return "\n".join(md) + "\n"
+
+
+def edit_settings(edit: dict) -> dict:
+    """The flat settings of a self-edit in SEAL's nested JSON form."""
+    dg, tr = edit.get("data_generation") or {}, edit.get("training") or {}
+    out = {k: tr.get(k) for k in SETTING_KEYS[:3]}
+    out.update({k: bool(dg.get(k)) for k in SETTING_KEYS[3:]})
+    return out
+
+
+def success_by_setting(rows: list[dict]) -> dict[str, dict[str, tuple[int, int]]]:
+    """{setting: {value: (solved, valid edits)}} over rows with a valid self-edit."""
+    out: dict[str, dict[str, list[int]]] = {k: defaultdict(lambda: [0, 0]) for k in SETTING_KEYS}
+    for r in rows:
+        if not r.get("self_edit"):
+            continue
+        for k, v in edit_settings(r["self_edit"]).items():
+            cell = out[k][f"{v:g}" if isinstance(v, float) else str(v)]
+            cell[0] += r.get("reward") == 1
+            cell[1] += 1
+    return {k: {v: tuple(c) for v, c in sorted(d.items())} for k, d in out.items()}
+
+
+def learned_markdown(rows: list[dict]) -> str:
+    """Per training round, success rate by setting value (solved / valid edits); then, for every policy, the
+    settings it chose: training rounds and each policy on the held-out tasks (round 0 ... SEAL)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        key = r.get("key") or []
+        if key[:1] == ["train"]:
+            groups.setdefault(f"training round {key[1]}", []).append(r)
+    held = {}
+    for r in rows:
+        key = r.get("key") or []
+        if key[:1] == ["eval"] and (key[2] == "ttt_selfedit_round0" or str(key[2]).startswith("seal")):
+            held.setdefault(key[2], []).append(r)
+    md = ["Success rate by setting on the training tasks (solved / valid self-edits) — what the reward favoured:", ""]
+    for name, g in groups.items():
+        by = success_by_setting(g)
+        md.append(f"- {name}: " + "; ".join(
+            f"{k}: " + ", ".join(f"{v} {s}/{n}" for v, (s, n) in d.items()) for k, d in by.items() if d))
+    md += ["", "Settings each policy chose (share of its valid self-edits):", ""]
+    chosen = dict(groups)
+    chosen.update({f"held-out, {label(m)}": held[m] for m in method_order(held)})
+    for name, g in chosen.items():
+        by = success_by_setting(g)
+        n = sum(c[1] for c in by["strategy"].values())
+        if not n:
+            md.append(f"- {name}: no valid self-edit")
+            continue
+        md.append(f"- {name} ({n} valid): " + "; ".join(
+            f"{k}: " + ", ".join(f"{v} {c[1] / n:.0%}" for v, c in d.items()) for k, d in by.items() if d))
+    return "\n".join(md) + "\n"

@@ -1,0 +1,64 @@
+"""The SEAL-effect tables (nanoseal.seal.effect): pooling seeds, the curated subset, paired intervals, and what
+the policy learned, on hand-made results.
+
+Run: pytest tests/test_effect.py
+"""
+
+from nanoseal.seal.effect import effect_markdown, learned_markdown, method_order, paired_cis, pooled_tasks
+
+
+def results(seed: int, seal: list[float], round0: list[float], icl: list[float], oracle: list[float]) -> dict:
+    """A results.json with per-task scores for tasks a, b, c, ...; curated = ICL 0 and oracle 1."""
+    ids = [chr(ord("a") + i) for i in range(len(seal))]
+    curated = [t for t, i, o in zip(ids, icl, oracle) if i == 0 and o == 1]
+    return {"seed": seed, "per_task": {"seal": dict(zip(ids, seal)), "ttt_selfedit_round0": dict(zip(ids, round0)),
+                                       "icl": dict(zip(ids, icl)), "oracle": dict(zip(ids, oracle))},
+            "curation": {"eval": {"kept": curated}}}
+
+
+def test_pooled_tasks_keep_seeds_apart_and_collect_the_curated_subset():
+    r0 = results(0, [1, 0.5, 0], [0.5, 0.5, 0], [1, 0, 0], [1, 1, 0])
+    r1 = results(1, [0.5, 1], [0, 0.5], [0, 0], [1, 1])
+    per_method, tasks, curated = pooled_tasks([r0, r1])
+    assert tasks == ["0/a", "0/b", "0/c", "1/a", "1/b"]
+    assert curated == ["0/b", "1/a", "1/b"]
+    assert per_method["seal"]["1/a"] == 0.5 and per_method["seal"]["0/a"] == 1.0
+    diffs = paired_cis(per_method, tasks)
+    assert abs(diffs["seal - ttt_selfedit_round0"]["mean"] - (0.5 + 0 + 0 + 0.5 + 0.5) / 5) < 1e-12
+
+
+def test_effect_markdown_reports_both_tables_and_verdicts():
+    # SEAL beats round 0 by 0.5 on every one of 12 tasks: the paired interval is a point above 0
+    runs = [results(s, [1.0] * 6, [0.5] * 6, [0, 1, 0, 1, 0, 1], [1] * 6) for s in (0, 1)]
+    md = effect_markdown(runs)
+    assert "12 held-out tasks, of which 6 are in the curated subset" in md
+    assert "| SEAL (trained policy) | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] |" in md
+    assert "| ICL (no adaptation) | 0.500 [" in md and "| 0.000 [0.000, 0.000] |" in md
+    assert "| seal - ttt_selfedit_round0 | +0.500 [+0.500, +0.500] (above 0) |" in md
+    assert "(spans 0)" not in md.split("seal - icl")[0]
+    assert effect_markdown([{"seed": 0}]).startswith("No per-task scores")
+
+
+def test_method_order_puts_every_round_between_round0_and_seal():
+    assert method_order(["oracle", "seal", "seal_round2", "icl", "seal_round1", "ttt_selfedit_round0",
+                         "ttt_fixed"]) == ["icl", "ttt_fixed", "ttt_selfedit_round0", "seal_round1", "seal_round2",
+                                           "seal", "oracle"]
+
+
+def _edit(lr: float, epochs: int) -> dict:
+    return {"data_generation": {"use_basic_augmentations": True, "use_size_augmentations": False,
+                                "use_chain_augmentations": False, "use_repeat_augmentations": False},
+            "training": {"strategy": "train_using_output_tokens", "learning_rate": lr, "num_train_epochs": epochs}}
+
+
+def test_learned_markdown_success_by_setting_and_chosen_settings():
+    rows = [{"key": ["train", 0, "seal", "t", 0], "self_edit": _edit(1e-3, 1), "reward": 1},
+            {"key": ["train", 0, "seal", "t", 1], "self_edit": _edit(1e-2, 1), "reward": 0},
+            {"key": ["train", 0, "seal", "t", 2], "self_edit": _edit(1e-2, 2), "reward": 0},
+            {"key": ["train", 0, "seal", "t", 3], "self_edit": None, "reward": 0},
+            {"key": ["eval", 0, "seal", "e", 0], "self_edit": _edit(1e-3, 1), "reward": 1},
+            {"key": ["eval", 0, "icl", "e", 0], "self_edit": None, "reward": 1}]
+    md = learned_markdown(rows)
+    assert "- training round 0: learning_rate: 0.001 1/1, 0.01 0/2; num_train_epochs: 1 1/2, 2 0/1" in md
+    assert "- held-out, SEAL (trained policy) (1 valid): learning_rate: 0.001 100%" in md
+    assert "- training round 0 (3 valid): learning_rate: 0.001 33%, 0.01 67%" in md
