@@ -132,8 +132,8 @@ def test_rounds_and_forgetting(report):
 def test_selfedit_settings_and_invalid(report):
     md = report[2]
     # round 0: 3 valid of 6 sampled; size on 1/3, chain on 1/3; lr 1e-4 ×2, 1e-3 ×1; epochs 1 ×1, 2 ×2
-    assert ("| training round 0 | 3 | 100.0% | 33.3% | 33.3% | 0.0% | train_using_all_tokens 2, train_using_output_tokens 1 "
-            "| 0.0001×2, 0.001×1 | 1×1, 2×2 |") in md
+    assert ("| training round 0 | 3 | 100.0% | 33.3% | 33.3% | 0.0% | train_using_all_tokens 2, "
+            "train_using_output_tokens 1 | 0.0001×2, 0.001×1 | 1×1, 2×2 |") in md
     assert "| training round 1 | 3 | 100.0% | 0.0% | 0.0% | 33.3% | train_using_all_tokens 3 | 0.0001×3 | 3×3 |" in md
     assert "| training round 0 | 6 | 3 | 50.0% | json parse error (2); learning_rate out of range (1) |" in md
     assert "| training round 1 | 3 | 0 | 0.0% | – |" in md  # truncated last line was skipped
