@@ -18,7 +18,7 @@ import torch
 
 from nanoseal.arc.gen import make_task
 from nanoseal.arc.prompts import task_conversation
-from nanoseal.gpt import GPT, GPTConfig
+from nanoseal.models.nanochat import GPT, GPTConfig
 from nanoseal.seal.selfedit import parse_self_edit, random_self_edit_text
 from nanoseal.tokenizer import DIGIT_SPLIT_PATTERN, Tokenizer
 from nanoseal.train.data import task_stream, tokenizer_corpus

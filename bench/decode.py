@@ -16,7 +16,7 @@ import time
 import torch
 
 from nanoseal.engine import KVCache, prefill_logits, sample_next_token
-from nanoseal.gpt import GPT, GPTConfig
+from nanoseal.models.nanochat import GPT, GPTConfig
 
 
 @torch.inference_mode()

@@ -26,7 +26,7 @@ import time
 import torch
 
 from nanoseal.common import autocast_ctx, autodetect_device
-from nanoseal.gpt import GPT, GPTConfig
+from nanoseal.models.nanochat import GPT, GPTConfig
 from nanoseal.lora import (
     MultiAdapterAdamW,
     adapter_optimizer,

@@ -14,7 +14,7 @@ import time
 import torch
 
 from nanoseal.arc.gen import TRAIN_FAMILIES, make_task
-from nanoseal.gpt import GPT, GPTConfig
+from nanoseal.models.nanochat import GPT, GPTConfig
 from nanoseal.seal.selfedit import SelfEdit, selfedit_conversation
 from nanoseal.seal.ttt import TTTConfig, run_ttt
 from nanoseal.tokenizer import DIGIT_SPLIT_PATTERN, Tokenizer

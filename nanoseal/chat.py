@@ -230,6 +230,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default=None, choices=["base", "mid", "sft", "rl"],
                         help="phase to load from a base dir (default: the most trained one present)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: last)")
+    parser.add_argument("--arch", default=None, help="nanochat architecture version where the weights cannot tell "
+                        "(e.g. nanochat-2026-03-02; default: detected from the checkpoint)")
     parser.add_argument("-p", "--prompt", default=None, help="one-shot prompt: answer it and exit")
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder (written by nanoseal.lora.save_adapter)")
     parser.add_argument("--adapters-dir", default=None,
@@ -263,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = autodetect_device(args.device)
     model, tokenizer, meta = load_model(args.checkpoint or get_base_dir(), step=args.step, device=device,
-                                        source=args.source)
+                                        source=args.source, arch=args.arch)
     adapters_dir = args.adapters_dir or (os.path.dirname(os.path.abspath(args.adapter)) if args.adapter
                                          else os.path.join(get_base_dir(), "adapters"))
     n_params = model.num_params()  # the base's, before LoRA layers are attached

@@ -10,10 +10,14 @@ Checkpoints in nanochat's layout, so nanochat's own checkpoints load here and ou
     model, tokenizer, meta = load_model(path, step=None, device="cpu")
 
 `path` is a base dir (holding tokenizer/ and *_checkpoints/), a phase dir (holding d<N> tags) or one
-checkpoint folder (tokenizer then at ../../tokenizer). The largest d<N> tag and the last step are
-picked by default; `_orig_mod.` prefixes (torch.compile) are stripped; bf16 weights are upcast on CPU.
-Files are read with torch.load(weights_only=True). Anything unexpected (a newer nanochat architecture,
-a corrupt file) raises NanosealError with a one-line message.
+checkpoint folder (tokenizer then at ../../tokenizer): nanochat's own base dir (~/.cache/nanochat) works as
+it is. The largest d<N> tag and the last step are picked by default; `_orig_mod.` prefixes (torch.compile)
+are stripped; bf16 weights are upcast on CPU. Files are read with torch.load(weights_only=True).
+
+The architecture version (nanoseal.models.nanochat.ARCHS) is detected from which keys the state dict has and
+their shapes (detect_arch); the one thing the weights cannot tell (the week of nanochat-2026-03-02, softcap 20)
+comes from `arch=` (the CLI's --arch) or an "arch" in model_config, either checked to fit the weights.
+Anything unexpected (an unsupported architecture, a corrupt file) raises NanosealError with a one-line message.
 """
 
 import glob
@@ -23,13 +27,12 @@ import re
 import torch
 
 from nanoseal.common import NanosealError, atomic_torch_save, atomic_write_json, read_json_object
-from nanoseal.gpt import GPT, GPTConfig
+from nanoseal.models import build_model_from_config
+from nanoseal.models.nanochat import GPTConfig, detect_arch, get_arch, same_weights
 
 # phase folder names, most trained first (the order load_model prefers when a base dir holds several)
 PHASES = {"rl": "chatrl_checkpoints", "sft": "chatsft_checkpoints", "mid": "mid_checkpoints",
           "base": "base_checkpoints"}
-# state-dict keys (or key fragments) that belong to later nanochat architectures
-NEWER_ARCH_MARKERS = ("resid_lambdas", "x0_lambdas", "value_embeds", "smear_gate", "ve_gate", "lambdas")
 
 
 def save_checkpoint(checkpoint_dir: str, step: int, model_state: dict, optimizer_state: dict | None,
@@ -114,46 +117,64 @@ def resolve_checkpoint_dir(path: str, phase: str | None = None, model_tag: str |
     raise NanosealError(f"{path}: neither a checkpoint folder (model_*.pt) nor a base dir with {wanted}")
 
 
-def check_architecture(state: dict, model_config: dict, where: str) -> None:
-    """Refuse checkpoints of other nanochat architectures with a one-line message."""
-    newer = sorted({k.split(".")[-1] if "." in k else k for k in state
-                    if any(marker in k for marker in NEWER_ARCH_MARKERS)})
-    if newer:
-        raise NanosealError(
-            f"{where}: found keys of a later nanochat architecture ({', '.join(newer[:5])}); "
-            "nanoseal supports the Oct-2025 architecture (wte, attn.c_q/c_k/c_v/c_proj, mlp.c_fc/c_proj, lm_head)"
-        )
+def check_architecture(state: dict, model_config: dict, where: str, arch: str | None = None) -> GPTConfig:
+    """The GPTConfig of a checkpoint: its version detected from the weights (or arch, or model_config's "arch",
+    checked to fit them) and its model_config fields checked; a one-line NanosealError otherwise."""
+    try:
+        detected = detect_arch(state, model_config)
+    except NanosealError as e:
+        raise NanosealError(f"{where}: {e}") from None
     known = set(GPTConfig.__dataclass_fields__)
     unknown = sorted(set(model_config) - known)
     if unknown:
         raise NanosealError(f"{where}: model_config has unsupported fields {unknown}; supported: {sorted(known)}")
+    chosen, source = detected, "detected"
+    for given, name in ((model_config.get("arch"), "model_config's arch"), (arch, "--arch")):
+        if given is None:
+            continue
+        try:
+            get_arch(given)
+        except NanosealError as e:
+            raise NanosealError(f"{where}: {name}: {e}") from None
+        vocab = model_config.get("vocab_size")
+        fits = same_weights(detected, vocab if isinstance(vocab, int) else 0)
+        if given not in fits:
+            raise NanosealError(f"{where}: {name} {given} does not fit these weights ({detected} detected); "
+                                f"versions with these weights: {', '.join(fits)}")
+        chosen, source = given, name
+    if not get_arch(chosen).short_window and model_config.get("window_pattern", "L") != "L":
+        raise NanosealError(f"{where}: model_config has unsupported fields ['window_pattern'] for {chosen} "
+                            f"({source}: no sliding windows before nanochat-2026-01-11)")
+    try:
+        return GPTConfig(**{**model_config, "arch": chosen})
+    except TypeError as e:
+        raise NanosealError(f"{where}: bad model_config ({e})") from None
 
 
-def build_model(checkpoint_dir: str, step: int | None, device="cpu", phase: str = "eval"
-                ) -> tuple[GPT, dict]:
-    """Instantiate the GPT of a checkpoint folder at a step (default last). Returns (model, meta)."""
+def build_model(checkpoint_dir: str, step: int | None, device="cpu", phase: str = "eval",
+                arch: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """Instantiate the model of a checkpoint folder at a step (default last). Returns (model, meta)."""
     device = torch.device(device)
     if step is None:
         step = find_last_step(checkpoint_dir)
     state, _, meta = load_checkpoint(checkpoint_dir, step, device)
     where = os.path.join(checkpoint_dir, f"model_{step:06d}.pt")
     state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
-    check_architecture(state, meta["model_config"], where)
+    config = check_architecture(state, meta["model_config"], where, arch)
     if device.type in ("cpu", "mps"):
         state = {k: v.float() if v.dtype == torch.bfloat16 else v for k, v in state.items()}
     try:
-        config = GPTConfig(**meta["model_config"])
-    except TypeError as e:
+        with torch.device("meta"):
+            model = build_model_from_config(config)
+    except (NanosealError, AssertionError, ValueError, TypeError) as e:
         raise NanosealError(f"{where}: bad model_config ({e})") from None
-    with torch.device("meta"):
-        model = GPT(config)
     model.to_empty(device=device)
     model.init_weights()  # fills the rotary buffers (weights are overwritten below)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
-        raise NanosealError(f"{where}: state dict does not match model_config "
+        raise NanosealError(f"{where}: state dict does not match model_config as {config.arch} "
                             f"(missing {missing[:3]}, unexpected {extra[:3]})")
     for k, v in state.items():
         if tuple(v.shape) != tuple(expected[k].shape):
@@ -165,15 +186,16 @@ def build_model(checkpoint_dir: str, step: int | None, device="cpu", phase: str 
 
 
 def load_model(path: str, step: int | None = None, device="cpu", phase: str = "eval",
-               source: str | None = None, model_tag: str | None = None):
-    """Load (model, tokenizer, meta) from a base dir, phase dir or checkpoint folder."""
+               source: str | None = None, model_tag: str | None = None, arch: str | None = None):
+    """Load (model, tokenizer, meta) from a base dir, phase dir or checkpoint folder; meta["arch"] is the version.
+    arch: the version where the weights cannot tell (see the top); None detects it."""
     from nanoseal.tokenizer import Tokenizer
 
     checkpoint_dir, tokenizer_dir = resolve_checkpoint_dir(path, source, model_tag)
-    model, meta = build_model(checkpoint_dir, step, device, phase)
+    model, meta = build_model(checkpoint_dir, step, device, phase, arch)
     tokenizer = Tokenizer.from_directory(tokenizer_dir)
     if tokenizer.get_vocab_size() > model.config.vocab_size:
         raise NanosealError(f"{tokenizer_dir}: tokenizer has {tokenizer.get_vocab_size()} tokens but the model's "
                             f"vocab_size is {model.config.vocab_size}")
-    meta = dict(meta, checkpoint_dir=checkpoint_dir)
+    meta = dict(meta, checkpoint_dir=checkpoint_dir, arch=model.config.arch)
     return model, tokenizer, meta

@@ -7,7 +7,9 @@ Batched sampling with a KV cache, nanochat-style.
 
 The prompt is prefilled once with batch size 1, the cache is then replicated across the samples, and
 each row stops at `<|assistant_end|>` or `<|bos|>`. Per-row LoRA adapters (nanoseal.lora routing) are
-the caller's business: the engine only runs the model.
+the caller's business: the engine only runs the model (any family of nanoseal.models). Sliding-window layers
+read only their window of the cache; what a model carries from one call to the next besides keys and values
+(the smear's previous-token embedding) lives on the cache too, so `prefill` replicates it with the rows.
 """
 
 from collections.abc import Iterator
@@ -15,20 +17,22 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from nanoseal.gpt import GPT
+from nanoseal.models import MODEL_TYPES
 
 
 class KVCache:
-    """Keys/values of every layer: (n_layer, 2, B, H_kv, T, D), grown on demand."""
+    """Keys/values of every layer: (n_layer, 2, B, H_kv, T, D), grown on demand; plus the model's carried state."""
 
     def __init__(self, batch_size: int, num_heads: int, seq_len: int, head_dim: int, num_layers: int):
         self.kv_shape = (num_layers, 2, batch_size, num_heads, seq_len, head_dim)
         self.kv_cache: torch.Tensor | None = None  # allocated lazily at the first insert (dtype/device of k)
         self.pos = 0
+        self.prev_embedding: torch.Tensor | None = None  # (B, 1, C): the last token's embedding (nanochat smear)
 
     def reset(self) -> None:
         """Forget everything cached."""
         self.pos = 0
+        self.prev_embedding = None
 
     def get_pos(self) -> int:
         """Number of positions already cached."""
@@ -49,6 +53,8 @@ class KVCache:
         self.kv_cache = torch.empty(self.kv_shape, dtype=other.kv_cache.dtype, device=other.kv_cache.device)
         self.kv_cache[:, :, :, :, : other.pos] = other.kv_cache[:, :, :, :, : other.pos]
         self.pos = other.pos
+        if other.prev_embedding is not None:  # (b, 1, C) -> (B, 1, C)
+            self.prev_embedding = other.prev_embedding.expand(self.kv_shape[2], -1, -1).clone()
 
     def insert_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append k, v (B, H, T_add, D) for one layer; return the full cached views (B, H, T, D)."""
@@ -71,8 +77,8 @@ class KVCache:
 
 
 def prefill_logits(model, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """Logits (B, V) of the last position after prefilling ids into the cache; a GPT computes only those."""
-    if isinstance(model, GPT):
+    """Logits (B, V) of the last position after prefilling ids into the cache; a model computes only those."""
+    if isinstance(model, MODEL_TYPES):
         return model(ids, kv_cache=cache, last_only=True)[:, -1, :]
     return model(ids, kv_cache=cache)[:, -1, :]  # a wrapper module: it gets the plain call
 

@@ -17,10 +17,15 @@ BLOCK_KEY_MAP = [("attn.c_q", "self_attn.q_proj"), ("attn.c_k", "self_attn.k_pro
 
 
 def to_transformers(model, attn_implementation: str = "sdpa"):
-    """Copy a nanoseal GPT's weights into an equivalent transformers NanoChatForCausalLM (eval mode)."""
+    """Copy a nanoseal GPT's weights into an equivalent transformers NanoChatForCausalLM (eval mode); it implements
+    the October-2025 architecture only, so the later versions are refused (its own converter drops their tensors)."""
     from transformers import NanoChatConfig, NanoChatForCausalLM
 
+    from nanoseal.common import NanosealError
+
     c = model.config
+    if c.arch != "nanochat-2025-10-13":
+        raise NanosealError(f"transformers' NanoChatForCausalLM implements nanochat-2025-10-13 only, not {c.arch}")
     hf_config = NanoChatConfig(
         vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=4 * c.n_embd,
         num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head,

@@ -1,6 +1,7 @@
 """
 Optimizers for full training, nanochat-style: Muon for the transformer's matrices, AdamW for the
-embedding and the lm_head (learning rates scaled by 1/sqrt(width/768) as nanochat does).
+embedding and the lm_head (learning rates scaled by 1/sqrt(width/768) as nanochat does) and, in the 2026
+nanochat versions, for the value embeddings and the per-layer scalars (nanochat master's learning rates).
 LoRA adapters have their own optimizers in nanoseal.lora.
 
     muon, adamw = setup_optimizers(model)
@@ -56,16 +57,24 @@ class Muon(torch.optim.Optimizer):
 
 
 def setup_optimizers(model, unembedding_lr: float = 0.004, embedding_lr: float = 0.2,
-                     matrix_lr: float = 0.02, weight_decay: float = 0.0) -> list[torch.optim.Optimizer]:
-    """[Muon over block matrices, AdamW over wte and lm_head], with nanochat's default learning rates."""
+                     matrix_lr: float = 0.02, weight_decay: float = 0.0, scalar_lr: float = 0.5
+                     ) -> list[torch.optim.Optimizer]:
+    """[Muon over block matrices, AdamW over the rest], with nanochat's default learning rates."""
     matrix_params = list(model.transformer.h.parameters())
     embedding_params = list(model.transformer.wte.parameters())
     lm_head_params = list(model.lm_head.parameters())
-    n = len(list(model.parameters()))
-    assert len(matrix_params) + len(embedding_params) + len(lm_head_params) == n, "every parameter needs a group"
     dmodel_lr_scale = (model.config.n_embd / 768) ** -0.5  # nanochat: AdamW lrs tuned at width 768
     adam_groups = [dict(params=lm_head_params, lr=unembedding_lr * dmodel_lr_scale),
                    dict(params=embedding_params, lr=embedding_lr * dmodel_lr_scale)]
+    if hasattr(model, "value_embeds"):
+        adam_groups.append(dict(params=list(model.value_embeds.parameters()), lr=embedding_lr * dmodel_lr_scale * 0.5))
+    if hasattr(model, "resid_lambdas"):  # the residual scale is sensitive: it compounds over layers
+        adam_groups += [dict(params=[model.resid_lambdas], lr=scalar_lr * 0.01),
+                        dict(params=[model.x0_lambdas], lr=scalar_lr, betas=(0.96, 0.95))]
+    if hasattr(model, "smear_gate"):
+        adam_groups.append(dict(params=[model.smear_gate.weight, model.smear_lambda, model.backout_lambda], lr=0.2))
+    n_grouped = len(matrix_params) + sum(len(g["params"]) for g in adam_groups)
+    assert n_grouped == len(list(model.parameters())), "every parameter needs a group"
     adamw = torch.optim.AdamW(adam_groups, betas=(0.8, 0.95), eps=1e-10, weight_decay=weight_decay)
     muon = Muon(matrix_params, lr=matrix_lr, momentum=0.95)
     optimizers = [muon, adamw]

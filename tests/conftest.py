@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nanoseal.gpt import GPT, GPTConfig
+from nanoseal.models.nanochat import GPT, GPTConfig
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. 0123456789",

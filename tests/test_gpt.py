@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from nanoseal.engine import KVCache
-from nanoseal.gpt import GPT, GPTConfig
+from nanoseal.models.nanochat import GPT, GPTConfig
 
 from conftest import make_tiny_model
 

@@ -12,7 +12,7 @@ import torch
 
 from nanoseal.common import NanosealError
 from nanoseal.engine import KVCache
-from nanoseal.gpt import GPTConfig
+from nanoseal.models.nanochat import GPTConfig
 from nanoseal.lora import (
     DEFAULT_TARGETS,
     SEAL_TARGETS,

@@ -83,6 +83,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     """Flags of `nanoseal seal`."""
     parser.add_argument("--checkpoint", default=None, help="policy checkpoint (base dir, phase dir or folder)")
     parser.add_argument("--source", default=None, choices=["base", "mid", "sft", "rl"])
+    parser.add_argument("--arch", default=None, help="nanochat architecture version where the weights cannot tell "
+                        "(e.g. nanochat-2026-03-02; default: detected from the checkpoint)")
     parser.add_argument("--tasks", default="gen-train:1", help="training task SPEC (see nanoseal.seal.tasks)")
     parser.add_argument("--eval-tasks", default="gen-eval:1", help="held-out task SPEC")
     parser.add_argument("--rounds", type=int, default=1)
@@ -375,7 +377,8 @@ def run(args: argparse.Namespace) -> int:
     if error:  # rank 0 says why; the other ranks stop quietly with the same status
         raise NanosealError(error) if rank == 0 else SystemExit(2)
     log = EventLog(run_dir) if rank == 0 else _NoLog()
-    model, tokenizer, meta = load_model(args.checkpoint or get_base_dir(), device=device, source=args.source)
+    model, tokenizer, meta = load_model(args.checkpoint or get_base_dir(), device=device, source=args.source,
+                                        arch=getattr(args, "arch", None))
     restem_cfg = resolve_restem(args, meta)
     style = "compact"
     ttt_cfg = TTTConfig(rank=args.lora_rank, alpha=args.lora_rank, n_max=args.n_max, max_views=args.max_views,

@@ -26,26 +26,32 @@ import torch
 from nanoseal import dist
 from nanoseal.arc.data import load_arc, select_tasks
 from nanoseal.checkpoint import find_last_step
-from nanoseal.common import autodetect_device, get_base_dir, print0, read_json_object, seed_everything
-from nanoseal.gpt import GPT, GPTConfig
+from nanoseal.common import NanosealError, autodetect_device, get_base_dir, print0, read_json_object, seed_everything
+from nanoseal.models import ARCH_NAMES, build_model_from_config
+from nanoseal.models.nanochat import GPTConfig, get_arch
 from nanoseal.train.data import grid_documents, task_stream
 from nanoseal.train.loop import TrainConfig, train
 from nanoseal.train.presets import Preset, get_preset
 from nanoseal.train.tok_train import get_or_train_tokenizer
 
 
-def finished(checkpoint_dir: str) -> bool:
-    """Whether a checkpoint folder holds a final (not mid-run) checkpoint."""
+def finished(checkpoint_dir: str, arch: str | None = None) -> bool:
+    """Whether a checkpoint folder holds a final (not mid-run) checkpoint; one of another arch is an error."""
     if not os.path.isdir(checkpoint_dir) or not any(f.startswith("model_") for f in os.listdir(checkpoint_dir)):
         return False
     meta = read_json_object(os.path.join(checkpoint_dir, f"meta_{find_last_step(checkpoint_dir):06d}.json"))
+    found = (meta.get("preset") or {}).get("arch", "nanochat-2025-10-13")
+    if arch is not None and found != arch:
+        raise NanosealError(f"{checkpoint_dir} holds a {found} model, not {arch}: use another base dir "
+                            "($NANOSEAL_BASE_DIR) to pretrain this architecture")
     return bool(meta.get("train_state", {}).get("final"))
 
 
 def model_config(preset: Preset, vocab_size: int) -> GPTConfig:
-    """The GPT shape of a preset."""
+    """The GPT shape of a preset (windowed versions use nanochat's default window pattern, SSSL)."""
     return GPTConfig(sequence_len=preset.sequence_len, vocab_size=vocab_size, n_layer=preset.n_layer,
-                     n_head=preset.n_head, n_kv_head=preset.n_head, n_embd=preset.n_embd)
+                     n_head=preset.n_head, n_kv_head=preset.n_head, n_embd=preset.n_embd, arch=preset.arch,
+                     window_pattern="SSSL" if get_arch(preset.arch).short_window else "L")
 
 
 def arc_pool(preset: Preset) -> list:
@@ -58,15 +64,15 @@ def pretrain(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: s
     """Pretrain (or resume, or reuse) the preset's base model; returns its checkpoint folder."""
     device = device or autodetect_device()
     ckpt_dir = os.path.join(base_dir, "base_checkpoints", f"d{preset.n_layer}")
-    if finished(ckpt_dir):
+    if finished(ckpt_dir, preset.arch):
         print0(f"pretrain: reusing the finished checkpoint in {ckpt_dir}")
         return ckpt_dir
     seed_everything(seed)
     with dist.rank0_first():  # rank 0 trains and saves the tokenizer, the other ranks then load it
         tokenizer = get_or_train_tokenizer(base_dir, preset, seed)
-    model = GPT(model_config(preset, tokenizer.get_vocab_size())).to(device)
+    model = build_model_from_config(model_config(preset, tokenizer.get_vocab_size())).to(device)
     model.init_weights()
-    print0(f"pretrain: {model.num_params() / 1e6:.2f}M parameters, preset {preset.name}")
+    print0(f"pretrain: {model.num_params() / 1e6:.2f}M parameters, preset {preset.name}, {preset.arch}")
     pool = arc_pool(preset)
     tasks = task_stream(preset.family_names(), seed, preset.min_side, preset.max_side, pool=pool,
                         pool_frac=arc_frac if pool else 0.0)
@@ -98,6 +104,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=None,
                         help="time budget; alone, it replaces the preset's step count")
     parser.add_argument("--steps", type=int, default=None, help="step budget (default: the preset's)")
+    parser.add_argument("--arch", default=None, choices=ARCH_NAMES,
+                        help="architecture version (default: the preset's, nanochat-2025-10-13)")
 
 
 def budget(minutes: float | None, steps: int | None) -> tuple[float | None, int | None]:
@@ -111,7 +119,7 @@ def budget(minutes: float | None, steps: int | None) -> tuple[float | None, int 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `nanoseal pretrain`."""
     seconds, steps = budget(args.minutes, args.steps)
-    preset = get_preset(args.preset, pretrain_seconds=seconds, pretrain_steps=steps)
+    preset = get_preset(args.preset, pretrain_seconds=seconds, pretrain_steps=steps, arch=getattr(args, "arch", None))
     torch.set_float32_matmul_precision("high")
     pretrain(preset, get_base_dir(), args.seed, dist.local_device(autodetect_device(args.device)), args.dtype)
     return 0

@@ -1,0 +1,38 @@
+"""
+Model families, one file each (as LitGPT keeps one model file per family), behind one small interface that the
+engine, LoRA, TTT, ReST-EM and the training loop use, so adding a family changes nothing above the model.
+
+    nanochat.py   nanochat's GPT, every architecture version since October 2025 (a config flag per component)
+
+The interface a family's model class provides:
+- `model.config`: sequence_len, vocab_size, n_layer, n_head, n_kv_head, n_embd, arch, and `to_dict()` (what the
+  checkpoint's meta_*.json stores under model_config)
+- `model(idx, targets=None, kv_cache=None, loss_reduction="mean", doc_lens=None, last_only=False)`: logits
+  (B, T, vocab), the last position's only with last_only (a prefill), or with targets the loss (ignore_index=-1,
+  per token for loss_reduction="none"); doc_lens packs several documents per row, each attending to itself only;
+  kv_cache (nanoseal.engine.KVCache: keys/values of n_layer layers with n_kv_head heads of n_embd // n_head, plus
+  any per-sequence state the family keeps on it) decodes incrementally, equal to full recomputation
+- `model.init_weights()` (also fills non-persistent buffers after a meta-device build), `get_device()`,
+  `num_params()`, `estimate_flops()`, `rotary_seq_len` (positions the model can address)
+- its linear layers are nn.Linear modules with no bias, addressed by path (what LoRA targets match)
+
+    from nanoseal.models import build_model_from_config
+    from nanoseal.models.nanochat import GPTConfig
+    model = build_model_from_config(GPTConfig(arch="nanochat-2026-03-14", window_pattern="SSSL"))
+"""
+
+import torch.nn as nn
+
+from nanoseal.common import NanosealError
+from nanoseal.models.nanochat import ARCHS as NANOCHAT_ARCHS
+from nanoseal.models.nanochat import GPT
+
+MODEL_TYPES = (GPT,)  # every family's model class
+ARCH_NAMES = tuple(NANOCHAT_ARCHS)  # every architecture name a config, a preset or --arch may name
+
+
+def build_model_from_config(config) -> nn.Module:
+    """The model class of config.arch (on the current default device; weights not yet initialised)."""
+    if config.arch in NANOCHAT_ARCHS:
+        return GPT(config)
+    raise NanosealError(f"unknown architecture {config.arch!r}; supported: {', '.join(ARCH_NAMES)}")
