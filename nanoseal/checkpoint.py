@@ -12,7 +12,8 @@ Checkpoints in nanochat's layout, so nanochat's own checkpoints load here and ou
 `path` is a base dir (holding tokenizer/ and *_checkpoints/), a phase dir (holding d<N> tags) or one
 checkpoint folder (tokenizer then at ../../tokenizer): nanochat's own base dir (~/.cache/nanochat) works as
 it is. The largest d<N> tag and the last step are picked by default; `_orig_mod.` prefixes (torch.compile)
-are stripped; bf16 weights are upcast on CPU. Files are read with torch.load(weights_only=True).
+are stripped; bf16 weights (nanochat saves wte and value_embeds so) are upcast to fp32 on every device, so the
+model runs with or without autocast. Files are read with torch.load(weights_only=True).
 
 The architecture version (nanoseal.models.nanochat.ARCHS) is detected from which keys the state dict has and
 their shapes (detect_arch); the one thing the weights cannot tell (the week of nanochat-2026-03-02, softcap 20)
@@ -161,8 +162,7 @@ def build_model(checkpoint_dir: str, step: int | None, device="cpu", phase: str 
     where = os.path.join(checkpoint_dir, f"model_{step:06d}.pt")
     state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
     config = check_architecture(state, meta["model_config"], where, arch)
-    if device.type in ("cpu", "mps"):
-        state = {k: v.float() if v.dtype == torch.bfloat16 else v for k, v in state.items()}
+    state = {k: v.float() if v.dtype == torch.bfloat16 else v for k, v in state.items()}  # fp32 master weights
     try:
         with torch.device("meta"):
             model = build_model_from_config(config)

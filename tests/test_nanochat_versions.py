@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from nanoseal.checkpoint import load_model, save_checkpoint
+from nanoseal.checkpoint import build_model, load_model, save_checkpoint
 from nanoseal.cli import main
 from nanoseal.common import NanosealError
 from nanoseal.engine import Engine, KVCache
@@ -84,6 +84,22 @@ def test_nanochat_checkpoint_logits_and_greedy_decode(reference):
     n_new = len(reference["greedy_ids"]) - len(ids)
     seqs, _ = Engine(model, tok).generate_batch(ids, num_samples=2, max_tokens=n_new, temperature=0.0)
     assert seqs[0] == reference["greedy_ids"] and seqs[1] == reference["greedy_ids"]
+
+
+def test_nanochat_checkpoint_under_bf16_autocast(reference):
+    model, tok, _ = load_model(FIXTURE)
+    ids = reference["ids"]
+    with torch.no_grad():
+        ref = model(torch.tensor([ids]))
+        model.transformer.wte.to(torch.bfloat16)  # as nanochat keeps them on a GPU
+        for table in model.value_embeds.values():
+            table.to(torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(torch.tensor([ids]))
+            n_new = len(reference["greedy_ids"]) - len(ids)
+            seqs, _ = Engine(model, tok).generate_batch(ids, num_samples=1, max_tokens=n_new, temperature=0.0)
+    assert out.dtype == torch.bfloat16 and rel(out.float(), ref) < 0.02
+    assert seqs[0] == reference["greedy_ids"]
 
 
 def test_nanochat_checkpoint_chats_from_the_cli(capsys):
@@ -319,6 +335,38 @@ def test_ttt_batched_equals_sequential_on_the_new_architecture(tokenizer):
     for b, s in zip(batched, sequential):
         assert b.steps == s.steps > 0 and len(b.loss_curve) == b.steps
         torch.testing.assert_close(torch.tensor(b.loss_curve), torch.tensor(s.loss_curve), rtol=1e-4, atol=1e-4)
+
+
+def test_seal_loop_on_the_latest_architecture(tmp_path, tokenizer):
+    model = make_model(vocab_size=tokenizer.get_vocab_size(), sequence_len=2048, n_layer=2)
+    base = str(tmp_path / "base")
+    tokenizer.save(os.path.join(base, "tokenizer"))
+    save_checkpoint(os.path.join(base, "base_checkpoints", "d2"), 1, model.state_dict(), None,
+                    {"model_config": model.config.to_dict(), "step": 1})
+    run_dir = str(tmp_path / "run")
+    assert main(["seal", "--checkpoint", base, "--run-dir", run_dir, "--tasks", "flip_lr-1", "--eval-tasks",
+                 "transpose-3", "--rounds", "1", "--self-edits", "2", "--n-max", "4", "--max-views", "1",
+                 "--no-oracle", "--seed", "0"]) == 0
+    with open(os.path.join(run_dir, "results.json")) as f:
+        assert json.load(f)["methods"]["seal"]["n_tasks"] == 1
+    policy, _ = build_model(os.path.join(run_dir, "rounds", "1", "policy"), 0)
+    assert policy.config == model.config  # the round's policy is saved and reloaded as the same version
+
+
+def test_web_ui_streams_a_reply_from_the_nanochat_checkpoint(tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from nanoseal.web.app import create_app
+    from nanoseal.web.hub import ModelHub
+
+    hub = ModelHub.load(FIXTURE, device="cpu", adapters_dir=str(tmp_path / "adapters"), runs_dir=str(tmp_path))
+    with TestClient(create_app(hub)) as client:
+        body = {"messages": [{"role": "user", "content": "0 1 2"}], "temperature": 0.0, "max_tokens": 8}
+        resp = client.post("/chat/completions", json=body)
+    assert resp.status_code == 200, resp.text
+    events = [json.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == {"done": True} and not any("error" in e for e in events) and len(events) > 1
 
 
 def test_micro_pretrain_with_the_latest_architecture(tmp_path, monkeypatch, capsys):
