@@ -15,7 +15,7 @@ it is. The largest d<N> tag and the last step are picked by default; `_orig_mod.
 are stripped; bf16 weights (nanochat saves wte and value_embeds so) are upcast to fp32 on every device, so the
 model runs with or without autocast. Files are read with torch.load(weights_only=True).
 
-The architecture version (nanoseal.models.nanochat.ARCHS) is detected from which keys the state dict has and
+The architecture version (nanoseal.models.nanochat_versions) is detected from which keys the state dict has and
 their shapes (detect_arch); the one thing the weights cannot tell (the week of nanochat-2026-03-02, softcap 20)
 comes from `arch=` (the CLI's --arch) or an "arch" in model_config, either checked to fit the weights.
 Anything unexpected (an unsupported architecture, a corrupt file) raises NanosealError with a one-line message.
@@ -29,7 +29,8 @@ import torch
 
 from nanoseal.common import NanosealError, atomic_torch_save, atomic_write_json, read_json_object
 from nanoseal.models import build_model_from_config
-from nanoseal.models.nanochat import GPTConfig, detect_arch, get_arch, same_weights
+from nanoseal.models.nanochat import GPTConfig
+from nanoseal.models.nanochat_versions import detect_arch, get_arch, same_weights
 
 # phase folder names, most trained first (the order load_model prefers when a base dir holds several)
 PHASES = {"rl": "chatrl_checkpoints", "sft": "chatsft_checkpoints", "mid": "mid_checkpoints",

@@ -24,7 +24,8 @@ from nanoseal.lora import (
     save_adapter,
     unmerge_lora,
 )
-from nanoseal.models.nanochat import ARCHS, GPT, LATEST_ARCH, GPTConfig, window_sizes
+from nanoseal.models.nanochat import GPT, GPTConfig, window_sizes
+from nanoseal.models.nanochat_versions import ARCHS, LATEST_ARCH
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "nanochat_92d63d4")
 V = 128

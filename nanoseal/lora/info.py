@@ -20,7 +20,8 @@ from nanoseal.lora.layer import (
     lora_layers,
 )
 from nanoseal.models import ARCH_NAMES, build_model_from_config
-from nanoseal.models.nanochat import GPTConfig, get_arch
+from nanoseal.models.nanochat import GPTConfig
+from nanoseal.models.nanochat_versions import get_arch
 
 MB = 1e6  # decimal megabytes, as the seed's estimate
 

@@ -2,7 +2,8 @@
 Model families, one file each (as LitGPT keeps one model file per family), behind one small interface that the
 engine, LoRA, TTT, ReST-EM and the training loop use, so adding a family changes nothing above the model.
 
-    nanochat.py   nanochat's GPT, every architecture version since October 2025 (a config flag per component)
+    nanochat.py            nanochat's GPT, every architecture version since October 2025 (a flag per component)
+    nanochat_versions.py   the versions' table and their detection from a checkpoint's weights
 
 The interface a family's model class provides:
 - `model.config`: sequence_len, vocab_size, n_layer, n_head, n_kv_head, n_embd, arch, and `to_dict()` (what the
@@ -24,8 +25,8 @@ The interface a family's model class provides:
 import torch.nn as nn
 
 from nanoseal.common import NanosealError
-from nanoseal.models.nanochat import ARCHS as NANOCHAT_ARCHS
 from nanoseal.models.nanochat import GPT
+from nanoseal.models.nanochat_versions import ARCHS as NANOCHAT_ARCHS
 
 MODEL_TYPES = (GPT,)  # every family's model class
 ARCH_NAMES = tuple(NANOCHAT_ARCHS)  # every architecture name a config, a preset or --arch may name

@@ -1,8 +1,8 @@
 """
 The nanochat GPT, every architecture version nanochat has shipped since its October-2025 release, in one file:
-the versions differ by a handful of components (a flag each in the `Arch` table below) around one shared trunk,
-so one class with per-component flags reads as the diff between versions, where a file per version would repeat
-~300 lines to change ten. Checkpoints of every version load as they are (nanoseal.checkpoint detects the version
+the versions differ by a handful of components (a flag each in the `Arch` table of nanochat_versions.py) around
+one shared trunk, so one class with per-component flags reads as the diff between versions, where a file per
+version would repeat ~300 lines to change ten. Checkpoints of every version load as they are (nanoseal.checkpoint detects the version
 from the weights), and the default (`nanochat-2025-10-13`) is the October-2025 model nanoseal trains.
 
 The shared trunk (every version):
@@ -14,20 +14,7 @@ The shared trunk (every version):
   own positions (from 0) and attending only to itself, as if each were its own row (no padding to pay for)
 - `model(idx, kv_cache=cache)`: incremental decoding (nanoseal.engine.KVCache), equal to full recomputation
 
-What the later versions add (ARCHS; dates are nanochat's commits):
-- 2025-12-09  wte/lm_head padded to a multiple of 64 rows, logits cropped to vocab_size
-- 2026-01-11  before every block x = resid_lambdas[i] * x + x0_lambdas[i] * x0 (x0: the normed embedding);
-              sliding windows: window_pattern ("SSSL") tiled over layers, the last layer long; key j is visible
-              from query i when 0 <= i - j <= window, L = sequence_len, S = L / 2
-- 2026-01-16  value embeddings on layers i % 2 == (n_layer - 1) % 2: v += 2 * sigmoid(ve_gate(h[..., :32])) *
-              value_embeds[i](idx), one gate per KV head (h: the attention's normed input)
-- 2026-03-02  the same weights with softcap 20 (a week; the weights cannot tell it apart: pass the arch)
-- 2026-03-09  gate on h[..., :12] with 3 * sigmoid; q, k *= 1.15 after the QK norm; rotary base 100000;
-              S = L / 3 rounded up to a multiple of 128
-- 2026-03-14  smear: x_t += smear_lambda * sigmoid(smear_gate(x_t[:24])) * x_{t-1} (pre-smear, t >= 1 of each
-              document; decoding keeps the previous token's embedding in the cache) before x0 is taken;
-              backout: x = norm(x - backout_lambda * x_mid), x_mid the residual after block n_layer // 2;
-              q, k *= 1.2; S = L / 4 rounded up to a multiple of 128 (nanochat master through 2026-07-03)
+What each version adds, and how a checkpoint's version is told from its weights: nanoseal.models.nanochat_versions.
 
 Deliberate differences from nanochat (same results up to float rounding): rotary tables are kept in fp32 and cast
 to the activation dtype at use (nanochat keeps them in bf16 on every device; on CPU in fp32 this matches
@@ -39,7 +26,7 @@ of 8, and when few tokens are in flight (decoding) q and k share one rotary + QK
 `GPTConfig.to_dict()` is what nanochat's meta_*.json stores under model_config (window_pattern only for windowed
 versions), so checkpoints go both ways; `arch` is stored there only where the weights cannot tell it.
 
-Run `python -m nanoseal.models.nanochat` to print the parameter count of the default (d12) config per version.
+Run `python -m nanoseal.models` to print the parameter count of the default (d12) config per version.
 """
 
 import math
@@ -50,50 +37,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nanoseal.common import NanosealError
+from nanoseal.models.nanochat_versions import DEFAULT_ARCH, get_arch
 
 FUSE_QK_TOKENS = 256  # up to this many tokens per forward, q and k share one rotary + norm pass (bench: CPU)
 SMEAR_CHANNELS = 24  # the smear gate reads the first 24 channels of the embedding
 
 
-@dataclass(frozen=True)
-class Arch:
-    """One nanochat architecture version: a flag per component that differs between versions."""
-
-    name: str
-    summary: str
-    pad_vocab: int = 1  # embedding tables (wte, lm_head, value_embeds) padded to a multiple of this many rows
-    lambdas: bool = False  # resid_lambdas / x0_lambdas before every block
-    short_window: str = ""  # "" = no sliding windows; "L/2" | "L/3" | "L/4" = the short window S
-    ve_gate: int = 0  # value embeddings with a gate over this many channels (0 = none)
-    ve_scale: float = 0.0  # v += ve_scale * sigmoid(gate) * ve
-    qk_scale: float = 1.0  # q, k *= qk_scale after the QK norm
-    rotary_base: int = 10000
-    softcap: float = 15.0
-    smear: bool = False  # smear (previous token's embedding) and backout (mid-layer residual)
-    detectable: bool = True  # False: the weights look like another version's, the arch must be given
-
-    def layout(self) -> tuple:
-        """What the weights can tell: the components that own parameters."""
-        return (self.pad_vocab, self.lambdas, self.ve_gate, self.smear)
-
-
-_V2601 = dict(pad_vocab=64, lambdas=True, short_window="L/2")
-_V2603 = dict(pad_vocab=64, lambdas=True, ve_gate=12, ve_scale=3.0, rotary_base=100000)
-ARCHS = {a.name: a for a in [
-    Arch("nanochat-2025-10-13", "the October-2025 release (nanoseal's default)"),
-    Arch("nanochat-2025-12-09", "vocabulary padded to a multiple of 64", pad_vocab=64),
-    Arch("nanochat-2026-01-11", "+ resid/x0 lambdas, sliding windows (S = L/2)", **_V2601),
-    Arch("nanochat-2026-01-16", "+ value embeddings on alternating layers (gate 32 channels, 2 sigmoid)",
-         ve_gate=32, ve_scale=2.0, **_V2601),
-    Arch("nanochat-2026-03-02", "2026-01-16 with softcap 20 (one week; not detectable)", ve_gate=32, ve_scale=2.0,
-         softcap=20.0, detectable=False, **_V2601),
-    Arch("nanochat-2026-03-09", "gate 12 channels, 3 sigmoid, QK x1.15, rotary base 100k, S = L/3",
-         qk_scale=1.15, short_window="L/3", **_V2603),
-    Arch("nanochat-2026-03-14", "+ smear, backout, QK x1.2, S = L/4 (master through 2026-07-03)",
-         qk_scale=1.2, short_window="L/4", smear=True, **_V2603),
-]}
-DEFAULT_ARCH = "nanochat-2025-10-13"
-LATEST_ARCH = "nanochat-2026-03-14"
 
 
 @dataclass
@@ -117,13 +66,6 @@ class GPTConfig:
         if not arch.detectable:
             d["arch"] = self.arch
         return d
-
-
-def get_arch(name: str) -> Arch:
-    """The Arch of a version name, or a one-line error listing the names."""
-    if name not in ARCHS:
-        raise NanosealError(f"unknown architecture {name!r}; supported: {', '.join(ARCHS)}")
-    return ARCHS[name]
 
 
 def padded_vocab_size(config: GPTConfig) -> int:
@@ -150,63 +92,6 @@ def window_sizes(config: GPTConfig) -> list[int | None]:
     sizes = [short if pattern[i % len(pattern)] == "S" else long for i in range(config.n_layer)]
     sizes[-1] = long
     return sizes
-
-
-OCT2025_KEYS = ("transformer.wte.weight", "lm_head.weight", "attn.c_q.weight", "attn.c_k.weight",
-                "attn.c_v.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-LATER_KEYS = ("resid_lambdas", "x0_lambdas", "value_embeds.*", "attn.ve_gate", "smear_gate", "smear_lambda",
-              "backout_lambda")
-SUPPORTED_LINE = ("nanochat-2025-10-13 (the Oct-2025 keys), nanochat-2025-12-09 (wte padded to 64 rows), "
-                  "nanochat-2026-01-11 (+ resid_lambdas, x0_lambdas), nanochat-2026-01-16 (+ value_embeds.*, "
-                  "attn.ve_gate 32 wide), nanochat-2026-03-09 (attn.ve_gate 12 wide), nanochat-2026-03-14 "
-                  "(+ smear_gate, smear_lambda, backout_lambda)")
-
-
-def _key_name(key: str) -> str:
-    """A state-dict key without its layer index and .weight: 'transformer.h.3.attn.ve_gate.weight' -> 'attn.ve_gate'."""
-    if key.startswith("transformer.h.") and key.count(".") >= 3:
-        key = key.split(".", 3)[3]
-    if key.startswith("value_embeds."):
-        return "value_embeds.*"
-    return key.removesuffix(".weight")
-
-
-def detect_arch(state: dict, model_config: dict) -> str:
-    """The nanochat version these weights belong to, from which keys exist and their shapes; a one-line
-    NanosealError naming what was found and what is supported otherwise (the where is the caller's)."""
-    later = sorted({_key_name(k) for k in state if not k.endswith(OCT2025_KEYS)})
-    if not later:
-        wte, vocab = state.get("transformer.wte.weight"), model_config.get("vocab_size")
-        if wte is None or not isinstance(vocab, int) or wte.size(0) == vocab:
-            return "nanochat-2025-10-13"  # (a missing key or field is reported by the caller's full check)
-        padded = (vocab + 63) // 64 * 64
-        if wte.size(0) == padded:
-            return "nanochat-2025-12-09"
-        expected = f"{vocab} (nanochat-2025-10-13 or -12-09)" if padded == vocab else \
-            f"{vocab} (nanochat-2025-10-13) or {padded} (padded to 64, nanochat-2025-12-09)"
-        raise NanosealError(f"transformer.wte.weight has {wte.size(0)} rows for vocab_size {vocab}: "
-                            f"expected {expected}")
-    gates = [v for k, v in state.items() if _key_name(k) == "attn.ve_gate"]
-    width = gates[0].size(-1) if gates and gates[0].ndim == 2 else None
-    found = ", ".join(n + (f" ({width} wide)" if n == "attn.ve_gate" else "") for n in later)
-    have = set(later)
-    smear = {"smear_gate", "smear_lambda", "backout_lambda"}
-    if have == {"resid_lambdas", "x0_lambdas"}:
-        return "nanochat-2026-01-11"
-    if have == {"resid_lambdas", "x0_lambdas", "value_embeds.*", "attn.ve_gate"} and width in (32, 12):
-        return "nanochat-2026-01-16" if width == 32 else "nanochat-2026-03-09"
-    if have == {"resid_lambdas", "x0_lambdas", "value_embeds.*", "attn.ve_gate"} | smear and width == 12:
-        return "nanochat-2026-03-14"
-    raise NanosealError(f"weights of a later nanochat architecture that no supported version has (found {found}); "
-                        f"supported: {SUPPORTED_LINE}")
-
-
-def same_weights(arch: str, vocab_size: int) -> list[str]:
-    """The versions whose weights are laid out as `arch`'s for this vocabulary (what an explicit arch may pick)."""
-    def shape(name: str) -> tuple:
-        a = ARCHS[name]
-        return ((vocab_size + a.pad_vocab - 1) // a.pad_vocab * a.pad_vocab,) + a.layout()[1:]
-    return [name for name in ARCHS if shape(name) == shape(arch)]
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
@@ -542,11 +427,3 @@ class GPT(nn.Module):
         if loss_reduction == "none" and keep.numel() < targets.numel():  # back to one value per position
             loss = torch.zeros(targets.numel(), dtype=loss.dtype, device=loss.device).index_copy(0, keep, loss)
         return loss
-
-
-if __name__ == "__main__":
-    for name in ARCHS:
-        with torch.device("meta"):
-            model = GPT(GPTConfig(arch=name, window_pattern="SSSL" if ARCHS[name].short_window else "L"))
-        n = model.num_params()
-        print(f"{name}: default GPTConfig (d12): {n:,} parameters ({n / 1e6:.1f}M)")
