@@ -24,8 +24,10 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from nanoseal.argtypes import NON_NEGATIVE_INT, SEED, TEMPERATURE, int_in
 from nanoseal.common import NanosealError, autocast_ctx, autodetect_device, get_base_dir
 
+MAX_REPLY_TOKENS = 100_000  # --max-tokens at most (the KV cache is sized by it)
 BASE_NAMES = ("base", "none", "off")  # `/adapter base` (or none / off) returns to the base model
 NAME_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@-]{0,127}")  # one path segment of an adapter or run name
 
@@ -229,7 +231,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="base dir, phase dir or checkpoint folder (default: $NANOSEAL_BASE_DIR)")
     parser.add_argument("--source", default=None, choices=["base", "mid", "sft", "rl"],
                         help="phase to load from a base dir (default: the most trained one present)")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: last)")
+    parser.add_argument("--step", type=NON_NEGATIVE_INT, default=None, help="checkpoint step (default: last)")
     parser.add_argument("--arch", default=None, help="nanochat architecture version where the weights cannot tell "
                         "(e.g. nanochat-2026-03-02; default: detected from the checkpoint)")
     parser.add_argument("-p", "--prompt", default=None, help="one-shot prompt: answer it and exit")
@@ -237,11 +239,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapters-dir", default=None,
                         help="folder that `/adapter NAME` looks in (default: the folder holding --adapter, "
                              "else <base dir>/adapters)")
-    parser.add_argument("-t", "--temperature", type=float, default=0.6)
-    parser.add_argument("-k", "--top-k", type=int, default=50)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", default=None, help="cpu | cuda | mps (default: autodetect)")
+    parser.add_argument("-t", "--temperature", type=TEMPERATURE, default=0.6, help="0 = greedy (default 0.6)")
+    parser.add_argument("-k", "--top-k", type=NON_NEGATIVE_INT, default=50, help="0 = no top-k filter (default 50)")
+    parser.add_argument("--max-tokens", type=int_in(1, MAX_REPLY_TOKENS), default=256,
+                        help="reply length cap (the model's rotary table caps it too)")
+    parser.add_argument("--seed", type=SEED, default=42)
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N | mps (default: autodetect)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
 
 
@@ -264,6 +267,9 @@ def run(args: argparse.Namespace) -> int:
     from nanoseal.engine import Engine
 
     device = autodetect_device(args.device)
+    if args.adapter and not os.path.isdir(args.adapter):  # checked before the model is loaded
+        kind = "is a file, expected an adapter folder" if os.path.exists(args.adapter) else "does not exist"
+        raise NanosealError(f"--adapter {args.adapter} {kind}")
     model, tokenizer, meta = load_model(args.checkpoint or get_base_dir(), step=args.step, device=device,
                                         source=args.source, arch=args.arch)
     adapters_dir = args.adapters_dir or (os.path.dirname(os.path.abspath(args.adapter)) if args.adapter
@@ -271,8 +277,6 @@ def run(args: argparse.Namespace) -> int:
     n_params = model.num_params()  # the base's, before LoRA layers are attached
     bank = AdapterBank(model, adapters_dir)
     if args.adapter:
-        if not os.path.isdir(args.adapter):
-            raise NanosealError(f"adapter folder {args.adapter} does not exist")
         bank.activate(args.adapter)
     engine = Engine(model, tokenizer)
     messages: list[dict] = []
@@ -307,11 +311,20 @@ def run(args: argparse.Namespace) -> int:
             user = args.prompt
         messages.append({"role": "user", "content": user})
         tokens = conversation_tokens(tokenizer, messages)
+        context = model.config.sequence_len
+        if len(tokens) >= context:
+            messages.pop()
+            problem = f"the conversation is {len(tokens)} tokens, the model's context is {context}"
+            if not interactive:
+                raise NanosealError(problem)
+            print(f"(error: {problem}; type 'clear' to start over)")
+            continue
+        max_tokens = min(args.max_tokens, getattr(model, "rotary_seq_len", context) - len(tokens))  # its rotary table
         pieces = []
         if interactive:
             print("\nAssistant: ", end="", flush=True)
         with autocast_ctx(device, args.dtype), torch.inference_mode(), bank.base_context():
-            for piece in stream_text(engine, tokens, args.max_tokens, args.temperature, args.top_k, args.seed + turn):
+            for piece in stream_text(engine, tokens, max_tokens, args.temperature, args.top_k, args.seed + turn):
                 pieces.append(piece)
                 if interactive:
                     print(piece, end="", flush=True)

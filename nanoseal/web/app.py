@@ -20,8 +20,10 @@ Endpoints
   GET  /api/runs/{run}/selfedits      self-edit rows with rewards (?task=&method=&phase=&limit=&offset=)
   GET  /api/runs/{run}/plots/{file}   a plots/*.png;  GET /api/runs/{run}/report: report.md
 
-Errors are JSON {"detail": "<one line>"}: 400 bad input (including names with '..' or absolute paths),
-404 unknown run / adapter / task / plot, 413 body too large, 503 generation queue full. A client that
+Errors are JSON {"detail": "<one line>"}: 400 bad input (including names with '..' or absolute paths, and a
+body that is not JSON, nests deeper than 64 levels or holds NaN/Infinity: every body is checked by the bounded
+reader, nanoseal.common.loads_json, before it is decoded for the endpoint), 404 unknown run / adapter / task /
+plot, 413 body too large (with or without a Content-Length), 503 generation queue full. A client that
 disconnects stops its generation at the next token.
 """
 
@@ -38,17 +40,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nanoseal.chat import BadName, NotFound, conversation_tokens, stream_text
-from nanoseal.common import NanosealError
+from nanoseal.common import NanosealError, loads_json
 from nanoseal.engine import Engine
 from nanoseal.web import data
 from nanoseal.web.hub import Busy, Limits, ModelHub, Session
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 STATUS = {BadName: 400, NotFound: 404, Busy: 503}
+MAX_SEED = 2**32 - 1  # the seeds torch, numpy and random all accept
 
 
 class ChatMessage(BaseModel):
@@ -62,7 +65,7 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = None
     top_k: int | None = None
     model: str | None = None  # nanoseal's addition: base | adapter:<name> | policy:<run>/<round>
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
 
 class PredictRequest(BaseModel):
@@ -70,7 +73,7 @@ class PredictRequest(BaseModel):
     run: str | None = None
     model: str | None = None
     views: int | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 def one_line(e: BaseException) -> str:
@@ -115,19 +118,50 @@ class ClosingStreamingResponse(StreamingResponse):
             await self.body_iterator.aclose()
 
 
-class BodyLimit:
-    """ASGI middleware: a request whose Content-Length is over max_bytes gets HTTP 413 before it is read."""
+class BodyGuard:
+    """ASGI middleware: a request body over max_bytes gets HTTP 413 (checked on Content-Length first, then on the
+    bytes actually received, so a chunked body cannot bypass it); a body that the bounded JSON reader refuses
+    (not JSON, too deep, NaN/Infinity) gets HTTP 400 before the endpoint's decoder sees it."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope.get("headers") or []).get(b"content-length", b"0")
-            if not length.isdigit() or int(length) > self.max_bytes:
-                response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
-                return await response(scope, receive, send)
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await self._refuse(scope, receive, send, 413, f"request body over {self.max_bytes} bytes")
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                return await self._refuse(scope, receive, send, 413, f"request body over {self.max_bytes} bytes")
+        body = b"".join(chunks)
+        if body:
+            try:
+                loads_json(body, "request body")
+            except NanosealError as e:
+                return await self._refuse(scope, receive, send, 400, str(e))
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # later calls wait for the disconnect, as streaming responses expect
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, status: int, detail: str) -> None:
+        await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
 
 
 def create_app(hub: ModelHub, defaults: dict | None = None) -> FastAPI:
@@ -143,7 +177,7 @@ def create_app(hub: ModelHub, defaults: dict | None = None) -> FastAPI:
 
     app = FastAPI(title="nanoseal", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.hub = hub
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyGuard, max_bytes=limits.max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # ------------------------------------------------------------------ errors: one JSON line each

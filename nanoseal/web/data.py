@@ -12,14 +12,15 @@ Every name that reaches the file system is checked first: task ids must look lik
 """
 
 import functools
+import math
 import os
 import re
 
 from nanoseal.arc.data import DATASET_FILES, SPLITS, Task, find_task, load_arc
 from nanoseal.arc.gen import EVAL_FAMILIES, FAMILIES, make_task, parse_instance_id
 from nanoseal.chat import BadName, NotFound
-from nanoseal.common import NanosealError, read_json_object
-from nanoseal.report import METHOD_LABELS, METHOD_ORDER, load_results, load_selfedits
+from nanoseal.common import NanosealError, read_json_object, read_jsonl
+from nanoseal.report import METHOD_LABELS, METHOD_ORDER, load_results
 
 TASK_ID = re.compile(r"[A-Za-z0-9_]{1,64}(-[0-9]{1,9}(-s[0-9]{1,2}-[0-9]{1,2})?)?")
 PLOT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\.png")
@@ -126,19 +127,25 @@ def run_summary(run_path: str, policy_rounds: list[int]) -> dict:
 def selfedit_rows(run_path: str, task: str | None = None, method: str | None = None, phase: str | None = None,
                   limit: int = 200, offset: int = 0) -> dict:
     """selfedits.jsonl rows of a run (filtered by task / method / phase), one page: {"total", "rows", "tasks"}."""
-    rows = load_selfedits(run_path)
+    # the bounded reader: a cut last line is skipped, a bad middle line is refused; NaN/Infinity losses are allowed
+    rows, _ = read_jsonl(os.path.join(run_path, "selfedits.jsonl"), strict=True, allow_nonfinite=True)
     tasks = sorted({r.get("task") for r in rows if isinstance(r.get("task"), str)})
     picked = [r for r in rows
               if (task is None or r.get("task") == task) and (method is None or r.get("method") == method)
               and (phase is None or (isinstance(r.get("key"), list) and r["key"][:1] == [phase]))]
     page = []
     for r in picked[offset:offset + limit]:
-        row = {k: r.get(k) for k in ROW_FIELDS}
+        row = {k: _finite(r.get(k)) for k in ROW_FIELDS}
         row["phase"] = r["key"][0] if isinstance(r.get("key"), list) and r["key"] else None
         raw = r.get("raw")
         row["raw"] = raw[:RAW_CHARS] if isinstance(raw, str) else raw
         page.append(row)
     return {"total": len(picked), "offset": offset, "rows": page, "tasks": tasks}
+
+
+def _finite(value):
+    """A non-finite float (a diverged loss) as None, which JSON can carry; anything else as it is."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def plot_path(run_path: str, name: str) -> str:
