@@ -28,6 +28,7 @@ import re
 import torch
 
 from nanoseal.common import NanosealError, atomic_torch_save, atomic_write_json, read_json_object
+from nanoseal.modelcheck import check_model_config
 from nanoseal.models import build_model_from_config
 from nanoseal.models.nanochat import GPTConfig
 from nanoseal.models.nanochat_versions import detect_arch, get_arch, same_weights
@@ -164,6 +165,7 @@ def build_model(checkpoint_dir: str, step: int | None, device="cpu", phase: str 
     state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}
     config = check_architecture(state, meta["model_config"], where, arch)
     state = {k: v.float() if v.dtype == torch.bfloat16 else v for k, v in state.items()}  # fp32 master weights
+    check_model_config(config, where, device, state)  # sizes, shapes and memory, before anything is allocated
     try:
         with torch.device("meta"):
             model = build_model_from_config(config)

@@ -12,6 +12,14 @@ does not fit the rest of a row starts the next one (rows padded with targets -1)
 than a row are truncated. Every `save_every` steps and at the end a checkpoint (model + optimizer +
 data position) is written atomically; calling train() again with the same checkpoint_dir resumes.
 
+Crash safety (a SIGKILL at any moment, a full disk): a step counts as saved only once its model, meta and
+optimizer files are all on disk (each is written atomically, the optimizer last). A rerun resumes from the last
+complete step - weights, optimizer moments, schedule position and the document stream's position (the
+stream is deterministic: the documents already placed in rows are skipped) - so it ends with the same weights
+as a run that was never interrupted. A cut-off step's files and stray temp files are removed first, so they
+cannot be mistaken for a checkpoint; a save that fails (no space) removes its partial files and stops with one
+line, keeping the last complete checkpoint.
+
 Under torchrun (nanoseal.dist) the batch stays the global one: every rank reads the same deterministic document
 stream and packs the same (batch_size, seq_len) batch, then takes rows rank::world of it; each rank's summed
 token loss is divided by the global batch's token count and the gradients are summed over ranks, so every rank
@@ -20,7 +28,10 @@ the full optimizer state (identical everywhere); rank 0 alone prints and writes 
 timer is the slowest rank's, so time budgets and schedules agree. batch_size must be >= the number of ranks.
 """
 
+import glob
+import math
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -28,8 +39,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from nanoseal import dist
-from nanoseal.checkpoint import find_last_step, load_checkpoint, save_checkpoint
-from nanoseal.common import NanosealError, autocast_ctx, print0
+from nanoseal.checkpoint import load_checkpoint, save_checkpoint
+from nanoseal.common import NanosealError, autocast_ctx, ensure_dir, print0, read_json_object
 from nanoseal.optim import setup_optimizers
 
 
@@ -84,6 +95,74 @@ def pack_rows(documents: Iterator[tuple[list[int], list[int]]], batch_size: int,
         yield inputs, targets, consumed
 
 
+def step_files(checkpoint_dir: str, step: int) -> list[str]:
+    """The files of one saved step: model, meta, optimizer (rank 0), in the order save_checkpoint writes them."""
+    return [os.path.join(checkpoint_dir, name) for name in
+            (f"model_{step:06d}.pt", f"meta_{step:06d}.json", f"optim_{step:06d}_rank0.pt")]
+
+
+def saved_steps(checkpoint_dir: str) -> tuple[list[int], list[int]]:
+    """(complete, partial) steps of a checkpoint folder: complete = model, meta and optimizer files all there."""
+    if not os.path.isdir(checkpoint_dir):
+        return [], []
+    steps = set()
+    for f in os.listdir(checkpoint_dir):
+        m = re.fullmatch(r"(?:model|meta|optim)_(\d+)(?:\.pt|\.json|_rank0\.pt)", f)
+        if m:
+            steps.add(int(m.group(1)))
+    complete = sorted(s for s in steps if all(os.path.exists(f) for f in step_files(checkpoint_dir, s)))
+    return complete, sorted(steps - set(complete))
+
+
+def last_complete_step(checkpoint_dir: str) -> int | None:
+    """The last step whose model, meta and optimizer files are all saved (None: no such step)."""
+    complete, _ = saved_steps(checkpoint_dir)
+    return complete[-1] if complete else None
+
+
+def remove_partial_steps(checkpoint_dir: str) -> list[int]:
+    """Remove what a crash or a failed save left: temp files, and the files of every step after the last complete
+    one (cut off mid-save; a step with a meta this loop did not write is refused instead). Returns those steps."""
+    complete, partial = saved_steps(checkpoint_dir)
+    last = complete[-1] if complete else -1
+    cut = [s for s in partial if s > last]
+    for s in cut:
+        model_path, meta_path, _ = step_files(checkpoint_dir, s)
+        if os.path.exists(meta_path) and os.path.exists(model_path):
+            try:
+                ours = "train_state" in read_json_object(meta_path)
+            except NanosealError:
+                ours = False
+            if not ours:
+                raise NanosealError(f"{checkpoint_dir}: step {s} has a model and meta but no optimizer state, and "
+                                    "was not written by nanoseal's training loop: use another base dir")
+    for s in cut:
+        for path in step_files(checkpoint_dir, s):
+            if os.path.exists(path):
+                os.remove(path)
+    for path in glob.glob(os.path.join(checkpoint_dir, ".tmp-*")):
+        os.remove(path)
+    return cut
+
+
+def save_interval(max_steps: int, most: int = 100) -> int:
+    """Steps between resumable checkpoints: every `most` steps, or 4 times per run when that is more often."""
+    return max(1, min(most, max_steps // 4))
+
+
+def _train_state(ts, where: str) -> tuple[float, int, int]:
+    """(elapsed, documents, tokens) of a meta's train_state, checked (a hand-edited meta is refused in one line)."""
+    if not isinstance(ts, dict):
+        raise NanosealError(f"{where}: train_state must be an object")
+    elapsed, docs, tokens = ts.get("elapsed", 0.0), ts.get("documents", 0), ts.get("tokens", 0)
+    if type(elapsed) not in (int, float) or not math.isfinite(elapsed) or elapsed < 0:
+        raise NanosealError(f"{where}: train_state.elapsed must be a number of seconds >= 0, got {elapsed!r:.40}")
+    for name, value in (("documents", docs), ("tokens", tokens)):
+        if type(value) is not int or value < 0:
+            raise NanosealError(f"{where}: train_state.{name} must be an integer >= 0, got {value!r:.40}")
+    return float(elapsed), docs, tokens
+
+
 def lr_multiplier(step: int, total: int, warmup_frac: float, warmdown_frac: float) -> float:
     """nanochat's schedule: linear warmup, constant, linear warmdown to 0."""
     warmup = round(warmup_frac * total)
@@ -107,19 +186,38 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
     optimizers = setup_optimizers(model, unembedding_lr=cfg.unembedding_lr, embedding_lr=cfg.embedding_lr,
                                   matrix_lr=cfg.matrix_lr)
     step, elapsed, docs_done, tokens_done = 0, 0.0, 0, 0
-    resume = os.path.isdir(checkpoint_dir) and any(f.startswith("model_") for f in os.listdir(checkpoint_dir))
-    if dist.broadcast_object(resume):  # rank 0 decides; with several nodes checkpoint_dir must be shared storage
-        last = find_last_step(checkpoint_dir)
+    last = None
+    if rank == 0:  # with several nodes checkpoint_dir must be shared storage
+        # a checkpoint is at most params + ~2x params of optimizer state (fp32)
+        ensure_dir(checkpoint_dir, "checkpoint folder", writable=True,
+                   need_bytes=3 * sum(p.numel() * p.element_size() for p in model.parameters()))
+        cut = remove_partial_steps(checkpoint_dir)
+        if cut:
+            print0(f"removed the cut-off checkpoint step(s) {cut} in {checkpoint_dir}")
+        last = last_complete_step(checkpoint_dir)
+    last = dist.broadcast_object(last)  # rank 0 decides
+    if last is not None:
         state, optim_state, old_meta = load_checkpoint(checkpoint_dir, last, device, load_optimizer=True)
-        model.load_state_dict(state)
-        for opt, s in zip(optimizers, optim_state["optimizers"]):
-            opt.load_state_dict(s)
-        ts = old_meta.get("train_state", {})
-        step, elapsed = last, ts.get("elapsed", 0.0)
-        docs_done, tokens_done = ts.get("documents", 0), ts.get("tokens", 0)
+        where = os.path.join(checkpoint_dir, f"meta_{last:06d}.json")
+        elapsed, docs_done, tokens_done = _train_state(old_meta.get("train_state", {}), where)
+        try:
+            model.load_state_dict(state)
+            groups = optim_state["optimizers"]
+            if len(groups) != len(optimizers):
+                raise ValueError(f"{len(groups)} optimizer states for {len(optimizers)} optimizers")
+            for opt, s in zip(optimizers, groups):
+                opt.load_state_dict(s)
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise NanosealError(f"{checkpoint_dir}: step {last} does not fit this model and its optimizers ({first}); "
+                                "it was trained with other settings: use another base dir") from None
+        step = last
         print0(f"resuming from {checkpoint_dir} step {step} ({docs_done} documents already seen)")
-        for _ in range(docs_done):  # the document stream is deterministic: skip what was consumed
-            next(documents)
+        for i in range(docs_done):  # the document stream is deterministic: skip what was consumed
+            try:
+                next(documents)
+            except StopIteration:
+                raise NanosealError(f"{where}: {docs_done} documents were seen, but the stream has only {i}") from None
 
     dist.broadcast_module(model)  # every rank starts from rank 0's weights (fresh or resumed)
 
@@ -128,8 +226,19 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
             return
         m = dict(meta, model_config=model.config.to_dict(), step=step, train_config=asdict(cfg),
                  train_state={"elapsed": elapsed, "documents": docs_done, "tokens": tokens_done, "final": final})
-        save_checkpoint(checkpoint_dir, step, model.state_dict(),
-                        {"optimizers": [o.state_dict() for o in optimizers]}, m)
+        was_complete = last_complete_step(checkpoint_dir) == step  # the final save can rewrite the last periodic one
+        try:
+            save_checkpoint(checkpoint_dir, step, model.state_dict(),
+                            {"optimizers": [o.state_dict() for o in optimizers]}, m)
+        except OSError as e:  # no space, no permission: leave no partial step behind, keep the last complete one
+            if not was_complete:
+                for path in step_files(checkpoint_dir, step):
+                    if os.path.exists(path):
+                        os.remove(path)
+            kept = last_complete_step(checkpoint_dir)
+            raise NanosealError(f"{checkpoint_dir}: cannot save step {step} ({e.strerror or e}); "
+                                + (f"step {kept} is kept: free space and rerun to resume from it" if kept is not None
+                                   else "nothing was kept: free space and rerun")) from None
 
     total = cfg.max_steps
     model.train()

@@ -25,21 +25,32 @@ import torch
 
 from nanoseal import dist
 from nanoseal.arc.data import load_arc, select_tasks
-from nanoseal.checkpoint import find_last_step
-from nanoseal.common import NanosealError, autodetect_device, get_base_dir, print0, read_json_object, seed_everything
+from nanoseal.argtypes import POSITIVE_FLOAT, POSITIVE_INT, SEED
+from nanoseal.common import (
+    NanosealError,
+    autodetect_device,
+    ensure_dir,
+    get_base_dir,
+    print0,
+    read_json_object,
+    seed_everything,
+)
+from nanoseal.modelcheck import check_model_config
 from nanoseal.models import ARCH_NAMES, build_model_from_config
 from nanoseal.models.nanochat import GPTConfig, get_arch
 from nanoseal.train.data import grid_documents, task_stream
-from nanoseal.train.loop import TrainConfig, train
+from nanoseal.train.loop import TrainConfig, last_complete_step, save_interval, train
 from nanoseal.train.presets import Preset, get_preset
 from nanoseal.train.tok_train import get_or_train_tokenizer
 
 
 def finished(checkpoint_dir: str, arch: str | None = None) -> bool:
-    """Whether a checkpoint folder holds a final (not mid-run) checkpoint; one of another arch is an error."""
-    if not os.path.isdir(checkpoint_dir) or not any(f.startswith("model_") for f in os.listdir(checkpoint_dir)):
+    """Whether a checkpoint folder holds a final (not mid-run) checkpoint; one of another arch is an error.
+    Only complete steps count (model, meta and optimizer saved): a step cut off by a crash is not finished."""
+    step = last_complete_step(checkpoint_dir)
+    if step is None:
         return False
-    meta = read_json_object(os.path.join(checkpoint_dir, f"meta_{find_last_step(checkpoint_dir):06d}.json"))
+    meta = read_json_object(os.path.join(checkpoint_dir, f"meta_{step:06d}.json"))
     found = (meta.get("preset") or {}).get("arch", "nanochat-2025-10-13")
     if arch is not None and found != arch:
         raise NanosealError(f"{checkpoint_dir} holds a {found} model, not {arch}: use another base dir "
@@ -67,10 +78,13 @@ def pretrain(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: s
     if finished(ckpt_dir, preset.arch):
         print0(f"pretrain: reusing the finished checkpoint in {ckpt_dir}")
         return ckpt_dir
+    ensure_dir(base_dir, "base dir", writable=True)  # before any work: a file, read-only, ... is one line
     seed_everything(seed)
     with dist.rank0_first():  # rank 0 trains and saves the tokenizer, the other ranks then load it
         tokenizer = get_or_train_tokenizer(base_dir, preset, seed)
-    model = build_model_from_config(model_config(preset, tokenizer.get_vocab_size())).to(device)
+    config = model_config(preset, tokenizer.get_vocab_size())
+    check_model_config(config, f"preset {preset.name}", device, training=True)  # before anything is allocated
+    model = build_model_from_config(config).to(device)
     model.init_weights()
     print0(f"pretrain: {model.num_params() / 1e6:.2f}M parameters, preset {preset.name}, {preset.arch}")
     pool = arc_pool(preset)
@@ -81,7 +95,8 @@ def pretrain(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: s
     # prompts reach is trained
     cfg = TrainConfig(batch_size=preset.pretrain_rows or preset.batch_size, seq_len=preset.sequence_len,
                       max_steps=preset.pretrain_steps,
-                      max_seconds=preset.pretrain_seconds, dtype=dtype, save_every=100, log_every=50)
+                      max_seconds=preset.pretrain_seconds, dtype=dtype,
+                      save_every=save_interval(preset.pretrain_steps), log_every=50)
     meta = {"source": "pretrain", "preset": preset.to_dict(), "seed": seed,
             "data": f"procedural train families + {len(pool)} ARC-AGI-1 train tasks, sides <= {preset.max_side}"}
     s = train(model, docs, cfg, ckpt_dir, meta, pad_id=tokenizer.get_bos_token_id(), device=device)
@@ -93,17 +108,17 @@ def pretrain(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: s
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Flags shared by pretrain, sft and demo."""
     parser.add_argument("--preset", default="tiny", help="micro | tiny | d12 | d20")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--seed", type=SEED, default=0)
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N | mps (default: autodetect)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Flags of `nanoseal pretrain`."""
     add_common_args(parser)
-    parser.add_argument("--minutes", type=float, default=None,
+    parser.add_argument("--minutes", type=POSITIVE_FLOAT, default=None,
                         help="time budget; alone, it replaces the preset's step count")
-    parser.add_argument("--steps", type=int, default=None, help="step budget (default: the preset's)")
+    parser.add_argument("--steps", type=POSITIVE_INT, default=None, help="step budget (default: the preset's)")
     parser.add_argument("--arch", default=None, choices=ARCH_NAMES,
                         help="architecture version (default: the preset's, nanochat-2025-10-13)")
 

@@ -28,7 +28,7 @@ from nanoseal.checkpoint import load_model
 from nanoseal.common import autodetect_device, get_base_dir, print0, seed_everything
 from nanoseal.engine import Engine
 from nanoseal.train.data import grid_documents, mix, selfedit_documents, task_stream
-from nanoseal.train.loop import TrainConfig, train
+from nanoseal.train.loop import TrainConfig, last_complete_step, save_interval, train
 from nanoseal.train.presets import Preset, get_preset
 from nanoseal.train.pretrain import add_args as pretrain_add_args
 from nanoseal.train.pretrain import budget, finished, pretrain
@@ -43,7 +43,7 @@ def sft(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: str = 
         return ckpt_dir
     base_ckpt = pretrain(preset, base_dir, seed, device, dtype)
     seed_everything(seed)
-    model, tokenizer, _ = load_model(base_ckpt, device=device, phase="train")
+    model, tokenizer, _ = load_model(base_ckpt, step=last_complete_step(base_ckpt), device=device, phase="train")
     L = preset.sequence_len
     selfedits = selfedit_documents(task_stream(preset.family_names(), seed + 1, preset.min_side, preset.max_side),
                                    tokenizer, L, seed)
@@ -53,7 +53,7 @@ def sft(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: str = 
     # nanochat's SFT: same optimizers, smaller learning rates, warm-down to zero
     cfg = TrainConfig(batch_size=preset.batch_size, seq_len=L, max_steps=preset.sft_steps,
                       max_seconds=preset.sft_seconds, matrix_lr=0.01, embedding_lr=0.1, unembedding_lr=0.002,
-                      warmdown_frac=0.5, dtype=dtype, save_every=100, log_every=25)
+                      warmdown_frac=0.5, dtype=dtype, save_every=save_interval(preset.sft_steps), log_every=25)
     meta = {"source": "sft", "preset": preset.to_dict(), "seed": seed, "base": base_ckpt,
             "data": f"self-edit prior ({preset.selfedit_frac:.0%}) + grid answers, procedural train families"}
     s = train(model, docs, cfg, ckpt_dir, meta, pad_id=tokenizer.get_bos_token_id(), device=device)

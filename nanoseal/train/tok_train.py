@@ -12,8 +12,9 @@ import argparse
 import os
 import time
 
+from nanoseal.argtypes import SEED, int_in
 from nanoseal.common import atomic_write_json, get_base_dir, print0
-from nanoseal.tokenizer import DIGIT_SPLIT_PATTERN, Tokenizer
+from nanoseal.tokenizer import DIGIT_SPLIT_PATTERN, SPECIAL_TOKENS, Tokenizer
 from nanoseal.train.data import task_stream, tokenizer_corpus
 from nanoseal.train.presets import Preset, get_preset
 
@@ -22,7 +23,10 @@ def get_or_train_tokenizer(base_dir: str, preset: Preset, seed: int = 0, force: 
     """Load <base>/tokenizer, or train one for the preset and save it there."""
     folder = os.path.join(base_dir, "tokenizer")
     if not force and os.path.exists(os.path.join(folder, "tokenizer.pkl")):
-        return Tokenizer.from_directory(folder)
+        tok = Tokenizer.from_directory(folder)
+        if not os.path.exists(os.path.join(folder, "token_bytes.pt")):  # a crash between the two files of save()
+            tok.save(folder)
+        return tok
     t0 = time.time()
     tasks = task_stream(preset.family_names(), seed=seed, min_side=preset.min_side, max_side=preset.max_side)
     tok = Tokenizer.train_from_iterator(tokenizer_corpus(tasks, preset.tokenizer_tasks, seed),
@@ -38,8 +42,9 @@ def get_or_train_tokenizer(base_dir: str, preset: Preset, seed: int = 0, force: 
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Flags of `nanoseal train-tokenizer`."""
     parser.add_argument("--preset", default="tiny", help="micro | tiny | d12 | d20")
-    parser.add_argument("--vocab-size", type=int, default=None, help="override the preset's vocabulary size")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vocab-size", type=int_in(256 + len(SPECIAL_TOKENS), 2**20), default=None,
+                        help="override the preset's vocabulary size (256 bytes + the special tokens at least)")
+    parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument("--force", action="store_true", help="retrain even if a tokenizer exists")
 
 
