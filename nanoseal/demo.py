@@ -39,13 +39,18 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default="gen", choices=["gen", "seal-arc"],
                         help="gen: procedural tasks; seal-arc: SEAL's 12 training / 10 evaluation ARC-AGI-1 tasks")
     parser.add_argument("--run-dir", default=None, help="default: <base>/runs/demo-<timestamp>")
-    parser.add_argument("--rounds", type=int, default=1, help="ReST-EM rounds")
+    parser.add_argument("--rounds", type=int, default=2, help="ReST-EM rounds")
     parser.add_argument("--self-edits", type=int, default=6, help="K self-edits per task")
     parser.add_argument("--train-tasks", type=int, default=2, help="training instances per family")
     parser.add_argument("--eval-tasks", type=int, default=2, help="held-out instances per family")
     parser.add_argument("--max-views", type=int, default=None, help="inference views (default all 7)")
     parser.add_argument("--oracle-grid", default="prior", choices=["seal", "prior"],
                         help="prior: 10 recipes (default, cheap); seal: SEAL's 24")
+    parser.add_argument("--curate", action="store_true",
+                        help="SEAL's curation of the training tasks (keep those ICL fails and an oracle recipe "
+                             "solves); the held-out tables always show the curated subset too")
+    parser.add_argument("--restem-recipe", default="auto",
+                        help="ReST-EM update size: auto (the preset's), seal (SEAL's 1B recipe) or a preset name")
     parser.add_argument("--policy-seed", type=int, default=0,
                         help="seed of tokenizer/pretraining/SFT (the cached policy is per base dir)")
     parser.add_argument("--pretrain-minutes", type=float, default=None,
@@ -68,7 +73,10 @@ def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:
         eval_tasks = instance_ids(preset, HELDOUT_SEED + SEED_STRIDE * args.seed, args.eval_tasks)
     argv = ["--checkpoint", checkpoint, "--tasks", tasks, "--eval-tasks", eval_tasks, "--rounds", str(args.rounds),
             "--self-edits", str(args.self_edits), "--seed", str(args.seed), "--dtype", args.dtype,
-            "--n-max", str(preset.ttt_n_max), "--oracle-grid", args.oracle_grid]
+            "--n-max", str(preset.ttt_n_max), "--oracle-grid", args.oracle_grid,
+            "--restem-recipe", args.restem_recipe]
+    if args.curate:
+        argv.append("--curate")
     if args.max_views:
         argv += ["--max-views", str(args.max_views)]
     if args.run_dir:
