@@ -10,7 +10,7 @@ import json
 
 import torch
 
-from nanoseal.common import NanosealError
+from nanoseal.argtypes import POSITIVE_INT, int_in
 from nanoseal.lora.layer import (
     DEFAULT_TARGETS,
     SEAL_TARGETS,
@@ -19,6 +19,7 @@ from nanoseal.lora.layer import (
     apply_lora,
     lora_layers,
 )
+from nanoseal.modelcheck import MAX_LAYERS, check_model_config
 from nanoseal.models import ARCH_NAMES, build_model_from_config
 from nanoseal.models.nanochat import GPTConfig
 from nanoseal.models.nanochat_versions import get_arch
@@ -59,16 +60,16 @@ def lora_info(config: GPTConfig, rank: int = 16, targets=None) -> dict:
 
 def add_lora_info_args(parser: argparse.ArgumentParser) -> None:
     """Flags of `nanoseal lora-info`."""
-    parser.add_argument("--depth", type=int, default=None,
+    parser.add_argument("--depth", type=int_in(1, MAX_LAYERS), default=None,
                         help="nanochat depth d: n_layer=d, n_embd=64d, n_head=n_kv_head=ceil(64d/128)")
-    parser.add_argument("--n-layer", type=int, default=None)
-    parser.add_argument("--n-embd", type=int, default=None)
-    parser.add_argument("--n-head", type=int, default=None)
-    parser.add_argument("--n-kv-head", type=int, default=None)
-    parser.add_argument("--vocab-size", type=int, default=None)
+    parser.add_argument("--n-layer", type=int_in(1, MAX_LAYERS), default=None)
+    parser.add_argument("--n-embd", type=POSITIVE_INT, default=None)
+    parser.add_argument("--n-head", type=POSITIVE_INT, default=None)
+    parser.add_argument("--n-kv-head", type=POSITIVE_INT, default=None)
+    parser.add_argument("--vocab-size", type=POSITIVE_INT, default=None)
     parser.add_argument("--arch", default=None, choices=ARCH_NAMES,
                         help="architecture version (default: nanochat-2025-10-13; windowed versions use SSSL)")
-    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--rank", type=POSITIVE_INT, default=16)
     parser.add_argument("--targets", nargs="+", default=None,
                         help=f"module-path suffixes (default: {' '.join(DEFAULT_TARGETS)}); "
                              "'seal' = SEAL's c_q c_v c_fc mlp.c_proj")
@@ -90,9 +91,7 @@ def config_from_args(args: argparse.Namespace) -> GPTConfig:
     if getattr(args, "arch", None) is not None:
         config.arch = args.arch
         config.window_pattern = "SSSL" if get_arch(args.arch).short_window else "L"
-    if config.n_embd % config.n_head or config.n_head % config.n_kv_head:
-        raise NanosealError(f"n_embd {config.n_embd}, n_head {config.n_head}, n_kv_head {config.n_kv_head}: "
-                            "n_embd must divide by n_head and n_head by n_kv_head")
+    check_model_config(config, "lora-info")  # sizes and heads, before the meta-device model is built
     return config
 
 
