@@ -249,6 +249,19 @@ def test_bad_flags_end_the_command_in_one_line(argv, monkeypatch, tmp_path):
     assert_one_line_error(*run_cli(argv)[::2])
 
 
+def test_a_run_dir_or_base_dir_that_is_a_file_is_one_line(tmp_path, monkeypatch):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    monkeypatch.setenv("NANOSEAL_BASE_DIR", str(tmp_path / "base"))
+    status, _, err = run_cli(["seal", "--run-dir", str(a_file), "--checkpoint", str(tmp_path)])
+    assert_one_line_error(status, err)
+    assert str(a_file) in err
+    monkeypatch.setenv("NANOSEAL_BASE_DIR", str(a_file))
+    status, _, err = run_cli(["chat", "-p", "Hi"])
+    assert_one_line_error(status, err)
+    assert f"{a_file} is a file, expected a folder" in err
+
+
 # ----------------------------------------------------------------------------- self-edit strings
 
 @FUZZ
