@@ -19,6 +19,7 @@ re-running the same command resumes it.
 """
 
 import argparse
+import os
 import time
 
 from nanoseal import dist
@@ -29,6 +30,9 @@ from nanoseal.train.presets import get_preset
 from nanoseal.train.pretrain import add_common_args, budget
 from nanoseal.train.sft import sft
 
+# the tiny policy `nanoseal demo --from-scratch` trains with --policy-seed 0 (tokenizer, 1,100 pretraining and 250 SFT
+# steps), shipped so the demo spends its minutes on SEAL; policies/tiny/SHA256SUMS lists its files
+SHIPPED_POLICY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "policies", "tiny")
 HELDOUT_SEED = 1_000_000  # held-out instances: seeds far from the training tasks' (0...) and pretraining's (1e7...)
 SEED_STRIDE = 1000  # --seed S draws instance seeds from S * 1000 on (training) and 1e6 + S * 1000 on (held out)
 
@@ -51,11 +55,21 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                              "solves); the held-out tables always show the curated subset too")
     parser.add_argument("--restem-recipe", default="auto",
                         help="ReST-EM update size: auto (the preset's), seal (SEAL's 1B recipe) or a preset name")
+    parser.add_argument("--from-scratch", action="store_true",
+                        help="train the policy (tokenizer, pretraining, SFT; cached in the base dir) instead of using "
+                             "the shipped tiny policy")
     parser.add_argument("--policy-seed", type=int, default=0,
-                        help="seed of tokenizer/pretraining/SFT (the cached policy is per base dir)")
+                        help="with --from-scratch: seed of tokenizer/pretraining/SFT (the cached policy is per base dir)")
     parser.add_argument("--pretrain-minutes", type=float, default=None,
                         help="a time budget instead of the preset's steps")
     parser.add_argument("--sft-minutes", type=float, default=None, help="a time budget instead of the preset's steps")
+
+
+def shipped_policy(args: argparse.Namespace) -> bool:
+    """Whether the demo runs on the shipped tiny policy (the tiny preset's own steps, no --from-scratch)."""
+    custom = args.from_scratch or args.preset != "tiny" or args.policy_seed != 0 or args.pretrain_minutes is not None \
+        or args.sft_minutes is not None
+    return not custom
 
 
 def instance_ids(preset, first_seed: int, n: int) -> str:
@@ -96,7 +110,11 @@ def run(args: argparse.Namespace) -> int:
     base = get_base_dir()
     if args.run_dir is None:  # under torchrun every rank takes rank 0's timestamp
         args.run_dir = dist.broadcast_object(f"{base}/runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    checkpoint = sft(preset, base, args.policy_seed, dist.local_device(autodetect_device(args.device)), args.dtype)
+    if shipped_policy(args):
+        checkpoint = SHIPPED_POLICY
+        print0(f"policy: the shipped tiny policy ({checkpoint}); `nanoseal demo --from-scratch` trains it anew")
+    else:
+        checkpoint = sft(preset, base, args.policy_seed, dist.local_device(autodetect_device(args.device)), args.dtype)
     parser = argparse.ArgumentParser(prog="nanoseal seal")
     seal_run.add_args(parser)
     status = seal_run.run(parser.parse_args(seal_argv(args, checkpoint, preset)))
