@@ -1,21 +1,24 @@
 """
-`nanoseal demo`: the whole story on a laptop CPU in one command. It trains (or reuses the cached) tiny policy,
-runs SEAL on procedural training tasks (ReST-EM rounds), then the baseline table on held-out tasks, and prints
-the table and the report's path.
+`nanoseal demo`: the whole story on a laptop CPU in one command. It takes the shipped tiny policy (or trains one
+with --from-scratch), runs SEAL on procedural training tasks (ReST-EM rounds), then the baseline table on held-out
+tasks with 95 % intervals, on all of them and on the curated subset, and prints the table and the report's path.
 
-    nanoseal demo                                   # tiny preset, ~13 min on 2 cores (README)
+    nanoseal demo                                   # shipped tiny policy, 2 ReST-EM rounds (README)
     nanoseal demo --run-dir runs/demo --seed 1      # where the run goes; another seed
+    nanoseal demo --from-scratch                    # train the tiny policy first (tokenizer, pretraining, SFT)
     nanoseal demo --tasks seal-arc                  # SEAL's own ARC-AGI-1 tasks instead of procedural ones
     nanoseal demo --preset d12 --device cuda --train-tasks 8 --eval-tasks 8 --self-edits 15
 
-Steps: `nanoseal train-tokenizer`, `pretrain` and `sft` for the preset (each reused when its finished
-checkpoint is cached under $NANOSEAL_BASE_DIR, default ~/.cache/nanoseal), then `nanoseal seal` with
+Steps: the policy - nanoseal/policies/tiny (what `--from-scratch` trains with --policy-seed 0, shipped so the
+demo's minutes go to SEAL) or `nanoseal train-tokenizer`, `pretrain` and `sft` for the preset (each reused when its
+finished checkpoint is cached under $NANOSEAL_BASE_DIR, default ~/.cache/nanoseal) - then `nanoseal seal` with
   --tasks       <family>-<seed>-s<lo>-<hi>,...  --train-tasks instances of each preset family (seeds 1000 S,
                 1000 S + 1, ... for --seed S)
   --eval-tasks  the same for --eval-tasks held-out instances (seeds from 1,000,000 + 1000 S: new colours, shapes
                 and parameters of the same families), never drawn by pretraining, SFT or the SEAL rounds
-The run directory (--run-dir, default <base>/runs/demo-<timestamp>) holds results.json and report.md;
-re-running the same command resumes it.
+and the preset's ReST-EM update size (nanoseal.seal.update_size). The run directory (--run-dir, default
+<base>/runs/demo-<timestamp>) holds results.json and report.md; re-running the same command resumes it.
+`nanoseal report RUN1 RUN2 RUN3` pools seeds.
 """
 
 import argparse
