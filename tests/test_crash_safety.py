@@ -18,6 +18,7 @@ import torch
 from nanoseal.cli import main
 from nanoseal.common import NanosealError
 from nanoseal.train.loop import TrainConfig, last_complete_step, saved_steps, train
+from nanoseal.train.pretrain import finished
 
 from conftest import make_tiny_model
 
@@ -193,7 +194,9 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_checkpoint
     for _ in range(8):
         if kills["pretrain"] >= 2 and kills["sft"] >= 2:
             break
-        phase = "pretrain" if kills["pretrain"] < 2 else "sft"
+        if finished(phases["sft"]):
+            break
+        phase = "pretrain" if kills["pretrain"] < 2 and not finished(phases["pretrain"]) else "sft"
         start = time.time()
         proc = _spawn(base, log)
         deadline = start + 120
