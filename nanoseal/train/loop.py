@@ -186,16 +186,20 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
     optimizers = setup_optimizers(model, unembedding_lr=cfg.unembedding_lr, embedding_lr=cfg.embedding_lr,
                                   matrix_lr=cfg.matrix_lr)
     step, elapsed, docs_done, tokens_done = 0, 0.0, 0, 0
-    last = None
+    last, error = None, None
     if rank == 0:  # with several nodes checkpoint_dir must be shared storage
-        # a checkpoint is at most params + ~2x params of optimizer state (fp32)
-        ensure_dir(checkpoint_dir, "checkpoint folder", writable=True,
-                   need_bytes=3 * sum(p.numel() * p.element_size() for p in model.parameters()))
-        cut = remove_partial_steps(checkpoint_dir)
-        if cut:
-            print0(f"removed the cut-off checkpoint step(s) {cut} in {checkpoint_dir}")
-        last = last_complete_step(checkpoint_dir)
-    last = dist.broadcast_object(last)  # rank 0 decides
+        try:  # a checkpoint is at most params + ~2x params of optimizer state (fp32)
+            ensure_dir(checkpoint_dir, "checkpoint folder", writable=True,
+                       need_bytes=3 * sum(p.numel() * p.element_size() for p in model.parameters()))
+            cut = remove_partial_steps(checkpoint_dir)
+            if cut:
+                print0(f"removed the cut-off checkpoint step(s) {cut} in {checkpoint_dir}")
+            last = last_complete_step(checkpoint_dir)
+        except NanosealError as e:
+            error = str(e)
+    last, error = dist.broadcast_object((last, error))  # rank 0 decides
+    if error:  # rank 0 says why; the other ranks stop quietly with the same status
+        raise NanosealError(error) if rank == 0 else SystemExit(2)
     if last is not None:
         state, optim_state, old_meta = load_checkpoint(checkpoint_dir, last, device, load_optimizer=True)
         where = os.path.join(checkpoint_dir, f"meta_{last:06d}.json")
