@@ -27,6 +27,7 @@ import time
 
 from nanoseal import dist
 from nanoseal.arc.gen import instance_id
+from nanoseal.argtypes import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED, OneLineParser, int_in
 from nanoseal.common import autodetect_device, get_base_dir, print0
 from nanoseal.seal import run as seal_run
 from nanoseal.train.presets import get_preset
@@ -46,11 +47,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default="gen", choices=["gen", "seal-arc"],
                         help="gen: procedural tasks; seal-arc: SEAL's 12 training / 10 evaluation ARC-AGI-1 tasks")
     parser.add_argument("--run-dir", default=None, help="default: <base>/runs/demo-<timestamp>")
-    parser.add_argument("--rounds", type=int, default=2, help="ReST-EM rounds")
-    parser.add_argument("--self-edits", type=int, default=6, help="K self-edits per task")
-    parser.add_argument("--train-tasks", type=int, default=2, help="training instances per family")
-    parser.add_argument("--eval-tasks", type=int, default=2, help="held-out instances per family")
-    parser.add_argument("--max-views", type=int, default=None, help="inference views (default all 7)")
+    parser.add_argument("--rounds", type=NON_NEGATIVE_INT, default=2, help="ReST-EM rounds")
+    parser.add_argument("--self-edits", type=POSITIVE_INT, default=6, help="K self-edits per task")
+    parser.add_argument("--train-tasks", type=POSITIVE_INT, default=2, help="training instances per family")
+    parser.add_argument("--eval-tasks", type=POSITIVE_INT, default=2, help="held-out instances per family")
+    parser.add_argument("--max-views", type=int_in(1, 7), default=None, help="inference views (default all 7)")
     parser.add_argument("--oracle-grid", default="prior", choices=["seal", "prior"],
                         help="prior: 10 recipes (default, cheap); seal: SEAL's 24")
     parser.add_argument("--curate", action="store_true",
@@ -61,11 +62,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-scratch", action="store_true",
                         help="train the policy (tokenizer, pretraining, SFT; cached in the base dir) instead of using "
                              "the shipped tiny policy")
-    parser.add_argument("--policy-seed", type=int, default=0,
-                        help="with --from-scratch: seed of tokenizer/pretraining/SFT (the cached policy is per base dir)")
-    parser.add_argument("--pretrain-minutes", type=float, default=None,
+    parser.add_argument("--policy-seed", type=SEED, default=0,
+                        help="with --from-scratch: seed of tokenizer/pretraining/SFT (cached per base dir)")
+    parser.add_argument("--pretrain-minutes", type=POSITIVE_FLOAT, default=None,
                         help="a time budget instead of the preset's steps")
-    parser.add_argument("--sft-minutes", type=float, default=None, help="a time budget instead of the preset's steps")
+    parser.add_argument("--sft-minutes", type=POSITIVE_FLOAT, default=None,
+                        help="a time budget instead of the preset's steps")
 
 
 def shipped_policy(args: argparse.Namespace) -> bool:
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         print0(f"policy: the shipped tiny policy ({checkpoint}); `nanoseal demo --from-scratch` trains it anew")
     else:
         checkpoint = sft(preset, base, args.policy_seed, dist.local_device(autodetect_device(args.device)), args.dtype)
-    parser = argparse.ArgumentParser(prog="nanoseal seal")
+    parser = OneLineParser(prog="nanoseal seal")
     seal_run.add_args(parser)
     status = seal_run.run(parser.parse_args(seal_argv(args, checkpoint, preset)))
     print0(f"demo finished in {time.time() - t0:.0f}s")

@@ -83,7 +83,7 @@ def test_seal_run_writes_everything_and_resumes(tmp_path, checkpoint, capsys):
 @pytest.mark.parametrize("flags, message", [
     (["--reward", "continuous"], "--reward continuous needs --top-k"),
     (["--top-k", "2"], "--top-k applies only with --reward continuous"),
-    (["--reward", "continuous", "--top-k", "-1"], "--top-k must be >= 0"),
+    (["--reward", "continuous", "--top-k", "-1"], "argument --top-k: expected an integer >= 0"),
 ])
 def test_inconsistent_reward_flags_are_refused(tmp_path, capsys, flags, message):
     run_dir = tmp_path / "run"

@@ -2,8 +2,9 @@
 The nanochat GPT, every architecture version nanochat has shipped since its October-2025 release, in one file:
 the versions differ by a handful of components (a flag each in the `Arch` table of nanochat_versions.py) around
 one shared trunk, so one class with per-component flags reads as the diff between versions, where a file per
-version would repeat ~300 lines to change ten. Checkpoints of every version load as they are (nanoseal.checkpoint detects the version
-from the weights), and the default (`nanochat-2025-10-13`) is the October-2025 model nanoseal trains.
+version would repeat ~300 lines to change ten. Checkpoints of every version load as they are
+(nanoseal.checkpoint detects the version from the weights), and the default (`nanochat-2025-10-13`) is the
+October-2025 model nanoseal trains.
 
 The shared trunk (every version):
 - token embedding, then a parameter-free RMSNorm; rotary position embeddings from a cos/sin cache of

@@ -46,8 +46,23 @@ from tqdm import tqdm
 
 from nanoseal import dist
 from nanoseal.arc.prompts import few_shot_prompt
+from nanoseal.argtypes import (
+    LEARNING_RATE,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    SEED,
+    TEMPERATURE,
+    int_in,
+)
 from nanoseal.checkpoint import build_model, load_model, save_checkpoint
-from nanoseal.common import NanosealError, atomic_write_json, autodetect_device, get_base_dir, read_json_object
+from nanoseal.common import (
+    NanosealError,
+    atomic_write_json,
+    autodetect_device,
+    ensure_dir,
+    get_base_dir,
+    read_json_object,
+)
 from nanoseal.engine import Engine
 from nanoseal.logs import EventLog, append_lines, read_jsonl
 from nanoseal.report import write_report
@@ -87,25 +102,25 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "(e.g. nanochat-2026-03-02; default: detected from the checkpoint)")
     parser.add_argument("--tasks", default="gen-train:1", help="training task SPEC (see nanoseal.seal.tasks)")
     parser.add_argument("--eval-tasks", default="gen-eval:1", help="held-out task SPEC")
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--self-edits", type=int, default=4, help="K self-edits sampled per task")
+    parser.add_argument("--rounds", type=NON_NEGATIVE_INT, default=1)
+    parser.add_argument("--self-edits", type=POSITIVE_INT, default=4, help="K self-edits sampled per task")
     parser.add_argument("--run-dir", default=None, help="default: <base>/runs/seal-<timestamp>")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--n-max", type=int, default=250, help="TTT examples per self-edit at most")
-    parser.add_argument("--max-views", type=int, default=None, help="inference views used (default all 7)")
-    parser.add_argument("--lora-rank", type=int, default=16, help="rank of the TTT adapters")
+    parser.add_argument("--seed", type=SEED, default=0)
+    parser.add_argument("--temperature", type=TEMPERATURE, default=0.8)
+    parser.add_argument("--n-max", type=POSITIVE_INT, default=250, help="TTT examples per self-edit at most")
+    parser.add_argument("--max-views", type=int_in(1, 7), default=None, help="inference views used (default all 7)")
+    parser.add_argument("--lora-rank", type=POSITIVE_INT, default=16, help="rank of the TTT adapters")
     parser.add_argument("--restem-recipe", default="auto",
                         help="size of the ReST-EM update: auto (the checkpoint's preset's, else SEAL's), seal "
                              "(SEAL's 1B recipe: LoRA r=16, lr 5e-5, 8 epochs), or a preset name")
-    parser.add_argument("--restem-lr", type=float, default=None, help="override the recipe's learning rate")
-    parser.add_argument("--restem-epochs", type=int, default=None, help="override the recipe's epochs")
-    parser.add_argument("--restem-rank", type=int, default=None,
+    parser.add_argument("--restem-lr", type=LEARNING_RATE, default=None, help="override the recipe's learning rate")
+    parser.add_argument("--restem-epochs", type=POSITIVE_INT, default=None, help="override the recipe's epochs")
+    parser.add_argument("--restem-rank", type=NON_NEGATIVE_INT, default=None,
                         help="override the recipe's LoRA rank (0 = full fine-tuning)")
     parser.add_argument("--curate", action="store_true",
                         help="SEAL's curation of the training pool: keep the tasks ICL fails and an oracle recipe "
                              "solves (round-0 policy); the held-out tables always show the curated subset too")
-    parser.add_argument("--shift-samples", type=int, default=4,
+    parser.add_argument("--shift-samples", type=NON_NEGATIVE_INT, default=4,
                         help=f"self-edits sampled per held-out prompt (first {SHIFT_PROMPTS}) before and after each "
                              "update, to measure how far it moved the policy (0: off)")
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle's recipe grid")
@@ -114,7 +129,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reward", default="binary", choices=["binary", "continuous"],
                         help="binary: SEAL's (keep self-edits with reward 1); continuous: extension, off by default "
                              "(top-k per task by cell accuracy among edits beating the unadapted model; see --top-k)")
-    parser.add_argument("--top-k", type=int, default=0,
+    parser.add_argument("--top-k", type=NON_NEGATIVE_INT, default=0,
                         help="with --reward continuous: self-edits kept per task (default 0 = not used)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
@@ -130,8 +145,6 @@ def run_config(args: argparse.Namespace) -> dict:
 def check_reward_args(args: argparse.Namespace) -> None:
     """Refuse inconsistent --reward / --top-k flags with one line."""
     reward, top_k = args.reward, args.top_k
-    if top_k < 0:
-        raise NanosealError(f"--top-k must be >= 0, got {top_k}")
     if reward == "continuous" and top_k < 1:
         raise NanosealError("--reward continuous needs --top-k N (N >= 1 self-edits kept per task)")
     if reward == "binary" and top_k:
@@ -359,8 +372,6 @@ def kept_edits(round_rows: list[dict], pairs: list[tuple[str, str]]) -> list[dic
 def run(args: argparse.Namespace) -> int:
     """Entry point of `nanoseal seal`."""
     check_reward_args(args)
-    if args.shift_samples < 0:
-        raise NanosealError(f"--shift-samples must be >= 0, got {args.shift_samples}")
     rank = dist.rank()
     device = dist.local_device(autodetect_device(args.device))
     # rank 0 alone owns the run directory: the other ranks never read or write it (no shared storage needed)
@@ -370,6 +381,7 @@ def run(args: argparse.Namespace) -> int:
     error = None
     if rank == 0:
         try:
+            ensure_dir(run_dir, "--run-dir", writable=True)
             check_config(run_dir, config)
         except NanosealError as e:
             error = str(e)

@@ -26,7 +26,7 @@ from collections import Counter
 
 from nanoseal.arc.data import Task
 from nanoseal.checkpoint import load_model
-from nanoseal.common import NanosealError, atomic_write_json, read_json_object
+from nanoseal.common import NanosealError, atomic_write_json, autodetect_device, read_json_object
 from nanoseal.engine import Engine
 from nanoseal.logs import read_jsonl
 from nanoseal.seal.restem import restem_config, restem_update, select_pairs
@@ -117,7 +117,8 @@ def measure(run_dir: str, sizes: list[tuple[int, float, int]], n_per_task: int, 
     pairs = select_pairs(rows)
     if not pairs:
         raise NanosealError(f"{run_dir}: no round-0 training self-edit with reward 1: nothing to clone")
-    model, tokenizer, _ = load_model(config["checkpoint"], device=device, source=config.get("source"))
+    model, tokenizer, _ = load_model(config["checkpoint"], device=autodetect_device(device),
+                                     source=config.get("source"))
     train_tasks = {t.id: t for t in resolve_tasks(config["tasks"])}
     held_out = resolve_tasks(config["eval_tasks"])
     kept_edits = [r["self_edit"] for r in rows if r.get("reward") == 1 and r.get("self_edit") is not None]
