@@ -35,6 +35,7 @@ import sys
 import threading
 
 from nanoseal.common import atomic_write_text
+from nanoseal.common import read_jsonl as common_read_jsonl
 
 CANONICAL_FIELDS = ("filename", "timestamp", "classname", "function", "system_section", "line_num", "error",
                     "db_phase", "method", "message")
@@ -242,25 +243,9 @@ class EventLogHandler(logging.Handler):
 
 def read_jsonl(path: str) -> tuple[list[dict], int]:
     """(objects, skipped) of a JSONL file: lines that are not a whole JSON object (a truncated last line
-    after a crash) are skipped and counted. A missing file gives ([], 0)."""
-    if not os.path.exists(path):
-        return [], 0
-    with open(path, "rb") as f:
-        data = f.read()
-    rows, skipped = [], 0
-    for raw in data.split(b"\n"):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            skipped += 1
-            continue
-        if not isinstance(row, dict):
-            skipped += 1
-            continue
-        rows.append(row)
-    return rows, skipped
+    after a crash) are skipped and counted; the bounded reader (nanoseal.common.read_jsonl) caps size and
+    nesting. A missing file gives ([], 0)."""
+    return common_read_jsonl(path, strict=False, allow_nonfinite=True)
 
 
 def scan_events(run_dir: str) -> tuple[list[dict], int]:

@@ -27,7 +27,7 @@ import json
 import os
 from collections import Counter, defaultdict
 
-from nanoseal.common import NanosealError, atomic_write_bytes, atomic_write_text, read_json_object
+from nanoseal.common import NanosealError, atomic_write_bytes, atomic_write_text, read_json_object, read_jsonl
 from nanoseal.seal.effect import effect_markdown, learned_markdown, method_order
 from nanoseal.seal.effect import label as effect_label
 
@@ -73,23 +73,7 @@ def load_selfedits(run_dir: str) -> list[dict]:
     path = os.path.join(run_dir, "selfedits.jsonl")
     if not os.path.isfile(path):
         return []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    rows = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as e:
-            if i == len(lines) - 1:
-                break  # truncated last line from an interrupted append
-            raise NanosealError(f"corrupt line {i + 1} in {path}: {str(e).splitlines()[0]}") from None
-        rows.append(row)
+    rows, _ = read_jsonl(path, strict=True, allow_nonfinite=True)
     return rows
 
 
