@@ -60,7 +60,10 @@ def resolve_inside(root: str, name: str, what: str = "name", max_depth: int = 4)
 
 
 def conversation_tokens(tokenizer, messages: list[dict]) -> list[int]:
-    """nanochat chat_web's rendering: <|bos|>, each user/assistant turn in its special tokens, <|assistant_start|>."""
+    """nanochat chat_web's rendering: <|bos|>, each user/assistant turn in its special tokens, <|assistant_start|>;
+    a Hugging Face model's tokenizer renders the conversation through the model's own chat template."""
+    if hasattr(tokenizer, "chat_template"):  # nanoseal.hf_tokenizer.HFTokenizer
+        return tokenizer.render_for_completion({"messages": messages})
     sp = {name: tokenizer.encode_special(name) for name in
           ("<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|assistant_end|>")}
     ids = [tokenizer.get_bos_token_id()]

@@ -19,6 +19,10 @@ The architecture version (nanoseal.models.nanochat_versions) is detected from wh
 their shapes (detect_arch); the one thing the weights cannot tell (the week of nanochat-2026-03-02, softcap 20)
 comes from `arch=` (the CLI's --arch) or an "arch" in model_config, either checked to fit the weights.
 Anything unexpected (an unsupported architecture, a corrupt file) raises NanosealError with a one-line message.
+
+A Hugging Face model folder (a config.json inside: Llama 3.x, SmolLM2, Qwen2.5, ...) loads through
+nanoseal.hf_checkpoint; a policy nanoseal saved from such a model (meta model_config with a Llama-family "arch")
+loads here as the Llama family's config.
 """
 
 import glob
@@ -30,6 +34,8 @@ import torch
 from nanoseal.common import NanosealError, atomic_torch_save, atomic_write_json, read_json_object
 from nanoseal.modelcheck import check_model_config
 from nanoseal.models import build_model_from_config
+from nanoseal.models.llama import ARCHS as LLAMA_ARCHS
+from nanoseal.models.llama import config_from_dict as llama_config_from_dict
 from nanoseal.models.nanochat import GPTConfig
 from nanoseal.models.nanochat_versions import detect_arch, get_arch, same_weights
 
@@ -122,7 +128,12 @@ def resolve_checkpoint_dir(path: str, phase: str | None = None, model_tag: str |
 
 def check_architecture(state: dict, model_config: dict, where: str, arch: str | None = None) -> GPTConfig:
     """The GPTConfig of a checkpoint: its version detected from the weights (or arch, or model_config's "arch",
-    checked to fit them) and its model_config fields checked; a one-line NanosealError otherwise."""
+    checked to fit them) and its model_config fields checked; a one-line NanosealError otherwise. A Llama-family
+    model_config (saved from a Hugging Face model) is that family's config."""
+    if model_config.get("arch") in LLAMA_ARCHS:
+        if arch is not None:
+            raise NanosealError(f"{where}: --arch names nanochat versions; this is a {model_config['arch']} model")
+        return llama_config_from_dict(model_config, where)
     try:
         detected = detect_arch(state, model_config)
     except NanosealError as e:
@@ -190,10 +201,15 @@ def build_model(checkpoint_dir: str, step: int | None, device="cpu", phase: str 
 
 def load_model(path: str, step: int | None = None, device="cpu", phase: str = "eval",
                source: str | None = None, model_tag: str | None = None, arch: str | None = None):
-    """Load (model, tokenizer, meta) from a base dir, phase dir or checkpoint folder; meta["arch"] is the version.
+    """Load (model, tokenizer, meta) from a base dir, phase dir, checkpoint folder or Hugging Face model folder;
+    meta["arch"] is the version (the model_type for a Hugging Face folder).
     arch: the version where the weights cannot tell (see the top); None detects it."""
+    from nanoseal.hf_checkpoint import is_hf_folder, load_hf_model
     from nanoseal.tokenizer import Tokenizer
 
+    if is_hf_folder(path):  # a Hugging Face model folder: config.json, safetensors, tokenizer.json
+        return load_hf_model(path, device=device, phase=phase, step=step, source=source, model_tag=model_tag,
+                             arch=arch)
     checkpoint_dir, tokenizer_dir = resolve_checkpoint_dir(path, source, model_tag)
     model, meta = build_model(checkpoint_dir, step, device, phase, arch)
     tokenizer = Tokenizer.from_directory(tokenizer_dir)

@@ -76,6 +76,11 @@ class KVCache:
         return self.kv_cache[layer_idx, 0, :, :, :t1], self.kv_cache[layer_idx, 1, :, :, :t1]
 
 
+def head_dim(config) -> int:
+    """Width of one attention head: config.head_dim where a family has one, else n_embd // n_head."""
+    return getattr(config, "head_dim", None) or config.n_embd // config.n_head
+
+
 def prefill_logits(model, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
     """Logits (B, V) of the last position after prefilling ids into the cache; a model computes only those."""
     if isinstance(model, MODEL_TYPES):
@@ -111,7 +116,7 @@ class Engine:
     def _new_cache(self, batch_size: int, seq_len: int) -> KVCache:
         cfg = self.model.config
         return KVCache(batch_size=batch_size, num_heads=cfg.n_kv_head, seq_len=seq_len,
-                       head_dim=cfg.n_embd // cfg.n_head, num_layers=cfg.n_layer)
+                       head_dim=head_dim(cfg), num_layers=cfg.n_layer)
 
     @torch.inference_mode()
     def generate(self, tokens: list[int], num_samples: int = 1, max_tokens: int | None = None,
@@ -180,7 +185,7 @@ def greedy_batch(model, prompts: list[list[int]], max_tokens: list[int], stop_id
     device = model.get_device()
     cfg = model.config
     n, most = len(prompts), max(max_tokens)
-    cache = KVCache(n, cfg.n_kv_head, len(prompts[0]) + most, cfg.n_embd // cfg.n_head, cfg.n_layer)
+    cache = KVCache(n, cfg.n_kv_head, len(prompts[0]) + most, head_dim(cfg), cfg.n_layer)
     ids = torch.tensor(prompts, dtype=torch.long, device=device)  # (R, T)
     logits = prefill_logits(model, ids, cache)  # (R, V)
     out = [[] for _ in range(n)]

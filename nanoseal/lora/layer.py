@@ -7,11 +7,14 @@ path when it equals the path or is a suffix of it on a dot boundary. "c_q" match
 "transformer.h.0.attn.c_q"; "mlp.c_proj" matches "transformer.h.3.mlp.c_proj" but not
 "transformer.h.3.attn.c_proj"; "c_proj" matches both. Every target must match at least one
 nn.Linear, and only nn.Linear modules may match. The same six targets exist in every nanochat version;
-the 2026 versions also have `attn.ve_gate` (the value-embedding gates) for those who want it.
+the 2026 versions also have `attn.ve_gate` (the value-embedding gates) for those who want it. A model family with
+other module names maps nanochat's onto its own with a `lora_aliases` dict (nanoseal.models.llama: "c_q" ->
+"q_proj", "c_fc" -> "gate_proj" + "up_proj", ...), so the default and SEAL targets fit every family; each layer
+records the name it matched under (what adapter_config.json lists, as PEFT finds it on the transformers model).
 
 Each layer computes
 
-    y = x @ W^T + scale * (dropout(x) @ A[idx]^T) @ B[idx]^T     scale = alpha/r (rsLoRA: alpha/sqrt(r))
+    y = x @ W^T (+ bias) + scale * (dropout(x) @ A[idx]^T) @ B[idx]^T     scale = alpha/r (rsLoRA: alpha/sqrt(r))
 
 with one gather and two bmm's per layer (one plain matmul pair when all rows share an adapter); which
 adapter a row runs is set by nanoseal.lora.routing.
@@ -44,12 +47,12 @@ class _Route:
 
 
 class LoRALinear(nn.Module):
-    """A frozen nn.Linear weight (state-dict key `weight`, as before) plus K stacked LoRA adapters."""
+    """A frozen nn.Linear weight and bias (state-dict keys `weight`, `bias`, as before) plus K stacked LoRA
+    adapters."""
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0, n_adapters: int = 1,
                  use_rslora: bool = False, target: str = ""):
         super().__init__()
-        assert base.bias is None, "nanochat linears have no bias"
         assert rank >= 1 and n_adapters >= 1, f"rank {rank} and n_adapters {n_adapters} must be >= 1"
         self.in_features, self.out_features = base.in_features, base.out_features
         self.rank, self.alpha, self.use_rslora, self.n_adapters = rank, alpha, use_rslora, n_adapters
@@ -57,6 +60,9 @@ class LoRALinear(nn.Module):
         self.scaling = alpha / math.sqrt(rank) if use_rslora else alpha / rank
         self.weight = base.weight  # the very same Parameter: same key, same storage
         self.weight.requires_grad_(False)
+        self.bias = base.bias  # None, or the very same Parameter (Qwen2's q/k/v), frozen too
+        if self.bias is not None:
+            self.bias.requires_grad_(False)
         w = base.weight
         dtype = torch.float64 if w.dtype == torch.float64 else torch.float32  # adapters in fp32 (or fp64)
         K, r, kw = n_adapters, rank, dict(device=w.device, dtype=dtype)
@@ -82,7 +88,7 @@ class LoRALinear(nn.Module):
         return (self.lora_B[k] @ self.lora_A[k]) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight)  # (..., out)
+        y = F.linear(x, self.weight, self.bias)  # (..., out)
         if self.merged_index is not None:
             assert self.route is None and not self.disabled, "routing/disabling a merged layer: unmerge it"
             return y
@@ -133,6 +139,11 @@ def target_matches(path: str, target: str) -> bool:
     return path == target or path.endswith("." + target)
 
 
+def _aliases(model: nn.Module) -> dict:
+    """The model family's nanochat-name -> own-names map (empty for nanochat's GPT)."""
+    return getattr(model, "lora_aliases", None) or {}
+
+
 def _normalise_targets(targets) -> list[str]:
     """The target list as strings (default: the six nanochat linears); a bare string is refused."""
     if targets is None:
@@ -157,19 +168,22 @@ def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
 
 
 def match_modules(model: nn.Module, targets) -> dict[str, str]:
-    """Module path -> the first target matching it, for every nn.Linear/LoRALinear a target matches."""
+    """Module path -> the first target matching it (the family's own name for an aliased one), for every
+    nn.Linear/LoRALinear a target matches."""
     targets = _normalise_targets(targets)
+    aliases = _aliases(model)
+    names = {t: aliases.get(t, (t,)) for t in targets}  # each target -> the module names it stands for here
     found: dict[str, str] = {}
     used = set()
     for path, module in model.named_modules():
-        hits = [t for t in targets if path and target_matches(path, t)]
+        hits = [(t, n) for t in targets for n in names[t] if path and target_matches(path, n)]
         if not hits:
             continue
         if not isinstance(module, (nn.Linear, LoRALinear)):
-            raise NanosealError(f"target {hits[0]!r} matches {path} which is a {type(module).__name__}, "
+            raise NanosealError(f"target {hits[0][0]!r} matches {path} which is a {type(module).__name__}, "
                                 "not a linear layer")
-        found[path] = hits[0]
-        used.update(hits)
+        found[path] = hits[0][1]
+        used.update(t for t, _ in hits)
     unused = [t for t in targets if t not in used]
     if unused:
         raise NanosealError(f"target(s) {unused} match no linear layer of the model")
@@ -236,8 +250,10 @@ def remove_lora(model: nn.Module, merge: bool = False, adapter_index: int = 0) -
             layer.merged_index = None
         if merge and layer.merged_index is None:
             layer.weight.add_(layer.delta_weight(adapter_index).to(layer.weight.dtype))
-        linear = nn.Linear(layer.in_features, layer.out_features, bias=False, device="meta")
+        linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
         linear.weight = layer.weight
+        if layer.bias is not None:
+            linear.bias = layer.bias
         _set_submodule(model, path, linear)
     flags = getattr(model, "_lora_requires_grad", {})
     for name, p in model.named_parameters():
