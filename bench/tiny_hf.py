@@ -96,8 +96,10 @@ def train_tokenizer(family: str, vocab_size: int = 640):
 
 
 def write_tiny_folder(folder: str, family: str = "llama", layout: str = "transformers", shard_kb: int | None = None,
-                      seed: int = 0, init_std: float = 0.2, dtype: torch.dtype = torch.float32) -> str:
-    """A model folder of a tiny random model of the family, as transformers writes it (see the top)."""
+                      seed: int = 0, init_std: float = 0.2, dtype: torch.dtype = torch.float32,
+                      config_overrides: dict | None = None) -> str:
+    """A model folder of a tiny random model of the family, as transformers writes it (see the top);
+    config_overrides: config fields instead of the family's tiny ones (another shape)."""
     import transformers
     from transformers import PreTrainedTokenizerFast
 
@@ -108,7 +110,8 @@ def write_tiny_folder(folder: str, family: str = "llama", layout: str = "transfo
     pad = spec.get("vocab_pad")
     vocab = -(-vocab // pad) * pad if pad else vocab  # Qwen pads its embedding rows past the tokenizer
     cls = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}[family]
-    config = getattr(transformers, f"{cls}Config")(vocab_size=vocab, initializer_range=init_std, **spec["config"])
+    fields = {**spec["config"], **(config_overrides or {})}
+    config = getattr(transformers, f"{cls}Config")(vocab_size=vocab, initializer_range=init_std, **fields)
     torch.manual_seed(seed)
     model = getattr(transformers, f"{cls}ForCausalLM")(config)
     with torch.no_grad():  # norms and biases away from their init values, so every parameter carries signal

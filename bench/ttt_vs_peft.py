@@ -23,8 +23,15 @@ A ladder of variants, each changing one thing from the row above, gives each fac
   5. + bf16 autocast (option)  nanoseal with TTTConfig(dtype="bfloat16"): not a default on CPU, a proposal
 ttt_vs_peft = time(1) / time(4).
 
+The Llama-shaped row (`--family llama`): the same comparison, rows 1 and 4, on a random Llama-architecture model
+(Llama 3's rope scaling, GQA, SwiGLU, tied embeddings; the tiny preset's width and depth) that transformers writes
+as a model folder (bench/tiny_hf.py, Llama 3.2's chat template); nanoseal loads that folder (nanoseal.models.llama)
+and the reference trains PEFT on transformers' LlamaForCausalLM from it. Both run SEAL's prompts through the
+model's chat template; the LoRA targets are the same modules (q/k/v/o, gate/up/down) on both sides.
+
     python -m bench.ttt_vs_peft                  # 2 tasks x 3 self-edits, tiny preset shape, ~2 min on 2 cores
     python -m bench.ttt_vs_peft --tasks 1 --edits 2 --threads 1
+    python -m bench.ttt_vs_peft --family llama --tasks 1 --edits 1 --n-max 4
 
 Needs the bench extra (transformers, peft). The model is randomly initialised (speed does not depend on the
 weights): it rarely stops early, so most answers run to the full answer budget on both sides.
@@ -53,9 +60,21 @@ from nanoseal.arc.augment import inference_views
 from nanoseal.arc.grids import parse_grid
 from nanoseal.arc.vote import invert_predictions, vote
 from nanoseal.interop import BLOCK_KEY_MAP, to_transformers
+from nanoseal.lora import match_modules
+from nanoseal.models.llama import Llama
 from nanoseal.seal.ttt import TTTConfig, _schedule, answer_stop_ids, build_dataset, run_ttt, score, view_prompts
 
 HF_TARGET = dict(BLOCK_KEY_MAP)  # nanoseal module suffix -> transformers module name
+# the Llama-shaped row: the tiny preset's width and depth (4 x 128, 4 heads) in Llama 3's architecture
+LLAMA_SHAPE = dict(hidden_size=128, intermediate_size=344, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=1024)
+
+
+def peft_targets(model, targets) -> list[str]:
+    """The transformers module names PEFT targets for nanoseal's LoRA targets on this model."""
+    if isinstance(model, Llama):  # module names are transformers' own (nanochat names mapped by lora_aliases)
+        return sorted(set(match_modules(model, targets).values()))
+    return sorted({HF_TARGET[t] for t in targets})
 
 
 # -----------------------------------------------------------------------------
@@ -90,13 +109,15 @@ def batch_collator(pad_id: int):
     return collate
 
 
-def reference_train(hf, feats: list, edit, cfg: TTTConfig, seed: int, padding: str, pad_id: int, out_dir: str):
-    """A fresh PEFT LoRA on `hf`, trained on feats by transformers.Trainer; returns (peft model, padded tokens)."""
+def reference_train(hf, feats: list, edit, cfg: TTTConfig, seed: int, padding: str, pad_id: int, out_dir: str,
+                    targets: list[str] | None = None):
+    """A fresh PEFT LoRA on `hf`, trained on feats by transformers.Trainer; returns (peft model, padded tokens).
+    targets: transformers module names (default: cfg.targets mapped from nanochat's names)."""
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments, default_data_collator
 
     lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-                      target_modules=sorted({HF_TARGET[t] for t in cfg.targets}))
+                      target_modules=targets or sorted({HF_TARGET[t] for t in cfg.targets}))
     pm = get_peft_model(hf, lcfg)
     total = _schedule(len(feats), edit.num_train_epochs, cfg.batch_size)
     args = TrainingArguments(
@@ -148,14 +169,15 @@ def reference_predict(pm, tokenizer, task, cfg: TTTConfig, max_len: int, seed: i
     return attempts, generated
 
 
-def reference_edit(hf, tokenizer, task, edit, cfg: TTTConfig, seed: int, padding: str) -> dict:
+def reference_edit(hf, tokenizer, task, edit, cfg: TTTConfig, seed: int, padding: str,
+                   targets: list[str] | None = None) -> dict:
     """One self-edit through the reference stack; wall times of training and evaluation, token counts."""
     max_len = cfg.max_seq_len or hf.config.max_position_embeddings // 10
     pad = tokenizer.get_bos_token_id()
     t0 = time.perf_counter()
     feats, stats = reference_rows(task, edit, tokenizer, cfg, max_len, seed, padding)
     with tempfile.TemporaryDirectory() as out_dir:
-        pm, padded = reference_train(hf, feats, edit, cfg, seed, padding, pad, out_dir)
+        pm, padded = reference_train(hf, feats, edit, cfg, seed, padding, pad, out_dir, targets)
     t1 = time.perf_counter()
     attempts, _ = reference_predict(pm, tokenizer, task, cfg, max_len, seed)
     score([a for a in attempts], [o for _, o in task.test])
@@ -215,43 +237,76 @@ def quiet():
                 logging.getLogger(name).setLevel(level)
 
 
-def run(n_tasks: int = 2, n_edits: int = 3, n_max: int = 16, seed: int = 0, verbose: bool = True) -> dict:
-    """Measure the ladder; print its table; return {'ttt_vs_peft': ratio, 'rows': [...]}."""
+def llama_setup(folder: str):
+    """(nanoseal Llama, transformers LlamaForCausalLM, tokenizer) of a random Llama-shaped folder written there."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from bench.tiny_hf import write_tiny_folder
+    from nanoseal.checkpoint import load_model
+
+    hf_logging.disable_progress_bar()
+    write_tiny_folder(folder, "llama", config_overrides=LLAMA_SHAPE, init_std=0.02)
+    model, tokenizer, _ = load_model(folder)
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return model, hf, tokenizer
+
+
+def run(n_tasks: int = 2, n_edits: int = 3, n_max: int = 16, seed: int = 0, verbose: bool = True,
+        family: str = "nanochat") -> dict:
+    """Measure the ladder (family "llama": rows 1 and 4 on a Llama-shaped model); print its table; return
+    {'ttt_vs_peft': ratio, 'rows': [...]}."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    tokenizer = bench_tokenizer()
-    model = random_gpt(tiny_config(tokenizer.get_vocab_size()))
-    with quiet():
-        hf = to_transformers(model)
+    assert family in ("nanochat", "llama"), f"unknown family {family!r}"
+    with tempfile.TemporaryDirectory() as folder:
+        with quiet():
+            if family == "llama":
+                model, hf, tokenizer = llama_setup(folder)
+            else:
+                tokenizer = bench_tokenizer()
+                model = random_gpt(tiny_config(tokenizer.get_vocab_size()))
+                hf = to_transformers(model)
+        return _measure(model, hf, tokenizer, family, n_tasks, n_edits, n_max, seed, verbose)
+
+
+def _measure(model, hf, tokenizer, family: str, n_tasks: int, n_edits: int, n_max: int, seed: int,
+             verbose: bool) -> dict:
+    """The ladder's timings on one model pair (see run)."""
+    variants = VARIANTS if family == "nanochat" else [VARIANTS[0], VARIANTS[3]]
     tasks = demo_tasks(n_tasks)
     edits = prior_self_edits(n_edits, seed)
-    base = TTTConfig(n_max=n_max)
+    base = TTTConfig(n_max=n_max, max_seq_len=model.config.sequence_len)
+    targets = peft_targets(model, base.targets)
     # warm-up of both stacks (imports, allocator, first Trainer), untimed
     warm_edit = edits[0].__class__(**{**edits[0].__dict__, "num_train_epochs": 1})
+    warm = TTTConfig(n_max=2, max_views=1, max_seq_len=base.max_seq_len)
     with quiet():
-        reference_edit(hf, tokenizer, tasks[0], warm_edit, TTTConfig(n_max=2, max_views=1, style="seal"), seed,
-                       "dataset")
-    run_ttt(model, tokenizer, tasks[0], [warm_edit], TTTConfig(n_max=2, max_views=1), seed=seed)
-    per_edit: dict[int, list] = {v: [] for v in range(len(VARIANTS))}
+        reference_edit(hf, tokenizer, tasks[0], warm_edit, TTTConfig(**{**warm.__dict__, "style": "seal"}), seed,
+                       "dataset", targets)
+    run_ttt(model, tokenizer, tasks[0], [warm_edit], warm, seed=seed)
+    per_edit: dict[int, list] = {v: [] for v in range(len(variants))}
     for i, task in enumerate(tasks):  # tasks outer, variants inner (reversed on odd tasks): load drifts cancel
-        order = list(range(len(VARIANTS)))
+        order = list(range(len(variants)))
         for v in (order if i % 2 == 0 else order[::-1]):
-            _, stack, style, padding, dtype = VARIANTS[v]
+            _, stack, style, padding, dtype = variants[v]
             cfg = TTTConfig(**{**base.__dict__, "style": style, "dtype": dtype})
             if stack == "peft":
                 with quiet():
-                    per_edit[v] += [reference_edit(hf, tokenizer, task, e, cfg, seed + i, padding) for e in edits]
+                    per_edit[v] += [reference_edit(hf, tokenizer, task, e, cfg, seed + i, padding, targets)
+                                    for e in edits]
             else:
                 per_edit[v] += nanoseal_task(model, tokenizer, task, edits, cfg, seed + i)
     rows = []
-    for v, (name, *_rest) in enumerate(VARIANTS):
+    for v, (name, *_rest) in enumerate(variants):
         meas, n = per_edit[v], len(per_edit[v])
         row = {"name": name, "train": sum(r["train"] for r in meas) / n, "eval": sum(r["eval"] for r in meas) / n,
                "real": sum(r["real"] for r in meas) / n,
                "padded": None if meas[0]["padded"] is None else sum(r["padded"] for r in meas) / n}
         row["total"] = row["train"] + row["eval"]
         rows.append(row)
-    ref, ours = rows[0]["total"], rows[3]["total"]
-    result = {"ttt_vs_peft": ref / ours, "rows": rows, "n_tasks": n_tasks, "n_edits": n_edits, "n_max": n_max}
+    ref, ours = rows[0]["total"], rows[-1 if family == "llama" else 3]["total"]
+    result = {"ttt_vs_peft": ref / ours, "rows": rows, "n_tasks": n_tasks, "n_edits": n_edits, "n_max": n_max,
+              "family": family}
     if verbose:
         print_table(result)
     return result
@@ -260,8 +315,9 @@ def run(n_tasks: int = 2, n_edits: int = 3, n_max: int = 16, seed: int = 0, verb
 def print_table(result: dict) -> None:
     """The ladder as a table, with each factor."""
     rows = result["rows"]
+    shape = "Llama-shaped model" if result.get("family") == "llama" else "tiny preset shape"
     print(f"\nTTT + eval per self-edit: {result['n_tasks']} demo task(s) x {result['n_edits']} self-edits from the "
-          f"SFT prior, n_max {result['n_max']}, tiny preset shape (random weights), 7 inference views")
+          f"SFT prior, n_max {result['n_max']}, {shape} (random weights), 7 inference views")
     print(f"{'variant':<52}{'train s':>9}{'eval s':>9}{'total s':>9}{'trained tok':>12}{'padded tok':>11}"
           f"{'step':>8}{'vs ref':>8}")
     ref = rows[0]["total"]
@@ -275,7 +331,8 @@ def print_table(result: dict) -> None:
           "this row's")
     ratio = result["ttt_vs_peft"]
     verdict = "met" if ratio >= 3 else "NOT met"
-    print(f"ttt_vs_peft = {ratio:.2f}x (reference / nanoseal defaults, row 1 / row 4); goal >= 3x on CPU: {verdict}")
+    name = "ttt_vs_peft (Llama-shaped)" if result.get("family") == "llama" else "ttt_vs_peft"
+    print(f"{name} = {ratio:.2f}x (reference / nanoseal defaults, row 1 / row 4); goal >= 3x on CPU: {verdict}")
 
 
 def main():
@@ -285,8 +342,10 @@ def main():
     parser.add_argument("--n-max", type=int, default=16, help="TTT examples per self-edit (tiny preset: 16)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--family", default="nanochat", choices=["nanochat", "llama"],
+                        help="llama: rows 1 and 4 on a random Llama-shaped model loaded from a transformers folder")
     args = parser.parse_args()
-    standalone(run, args.threads, args.tasks, args.edits, args.n_max, args.seed)
+    standalone(run, args.threads, args.tasks, args.edits, args.n_max, args.seed, True, args.family)
 
 
 if __name__ == "__main__":

@@ -197,6 +197,16 @@ def test_adapter_loads_in_peft_with_equal_outputs(hf_folders, tmp_path, name):
         assert rel_err(plain(idx), merged_ref) < 1e-4
 
 
+def test_bench_reference_targets_the_same_modules(hf_folders):
+    from bench.ttt_vs_peft import peft_targets
+    from nanoseal.lora import DEFAULT_TARGETS
+
+    model, _, _ = load_model(hf_folders["llama"])
+    assert peft_targets(model, DEFAULT_TARGETS) == ["mlp.down_proj", "mlp.gate_proj", "mlp.up_proj",
+                                                    "self_attn.k_proj", "self_attn.o_proj", "self_attn.q_proj",
+                                                    "self_attn.v_proj"]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # saved policies and the SEAL loop
 
