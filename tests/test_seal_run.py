@@ -179,3 +179,19 @@ def test_sigkill_mid_run_then_resume_gives_the_same_rows(tmp_path, checkpoint):
     assert content(rows) == content(read_rows(ref_dir))
     ref = json.load(open(os.path.join(ref_dir, "results.json")))["methods"]
     assert json.load(open(os.path.join(run_dir, "results.json")))["methods"] == ref
+
+
+def test_seal_setup_flags_reach_ttt_and_evaluation(tmp_path, checkpoint):
+    # SEAL's own setup: 5 held-out self-edits (here 1), TTT alpha apart from the rank, SEAL's targets, numpy text
+    run_dir = str(tmp_path / "run")
+    flags = [f for f in FLAGS]
+    assert main(["seal", "--checkpoint", checkpoint, "--run-dir", run_dir, *flags, "--eval-self-edits", "1",
+                 "--lora-rank", "8", "--lora-alpha", "4", "--ttt-targets", "seal", "--grid-style", "seal"]) == 0
+    results = json.load(open(os.path.join(run_dir, "results.json")))
+    ttt = results["ttt_config"]
+    assert (ttt["rank"], ttt["alpha"], ttt["style"]) == (8, 4.0, "seal")
+    assert list(ttt["targets"]) == ["c_q", "c_v", "c_fc", "mlp.c_proj"]
+    assert results["methods"]["seal"]["n_pairs"] == 2 and results["methods"]["ttt_selfedit_round0"]["n_pairs"] == 2
+    rows = read_rows(run_dir)
+    assert len([r for r in rows if r["key"][0] == "train"]) == 2, "training tasks still take --self-edits"
+    assert len([r for r in rows if r["key"][:3] == ["eval", 0, "seal"]]) == 2

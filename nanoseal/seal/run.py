@@ -45,10 +45,12 @@ import torch
 from tqdm import tqdm
 
 from nanoseal import dist
+from nanoseal.arc.grids import STYLES
 from nanoseal.arc.prompts import few_shot_prompt
 from nanoseal.argtypes import (
     LEARNING_RATE,
     NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
     POSITIVE_INT,
     SEED,
     TEMPERATURE,
@@ -65,6 +67,7 @@ from nanoseal.common import (
 )
 from nanoseal.engine import Engine
 from nanoseal.logs import EventLog, append_lines, read_jsonl
+from nanoseal.lora import DEFAULT_TARGETS, SEAL_TARGETS
 from nanoseal.report import write_report
 from nanoseal.seal.curate import curate_rows
 from nanoseal.seal.restem import (
@@ -88,7 +91,8 @@ RUN_CONFIG_KEYS = ("checkpoint", "source", "tasks", "eval_tasks", "rounds", "sel
                    "n_max", "max_views", "lora_rank", "restem_lr", "restem_epochs", "no_oracle", "dtype")
 # keys added later, with the value a run dir that predates them was run with (so such a run still resumes)
 LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0, "oracle_grid": "seal", "restem_rank": None,
-                         "restem_recipe": "seal", "curate": False, "shift_samples": 0}
+                         "restem_recipe": "seal", "curate": False, "shift_samples": 0, "eval_self_edits": None,
+                         "lora_alpha": None, "ttt_targets": "default", "grid_style": "compact"}
 SHIFT_PROMPTS = 16  # held-out self-edit prompts the per-round policy shift is measured on
 DIE_AFTER_ENV = "NANOSEAL_TEST_DIE_AFTER"  # tests only: see die_hook
 _items_done = [0]  # work items this process has finished (for die_hook)
@@ -109,7 +113,16 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=TEMPERATURE, default=0.8)
     parser.add_argument("--n-max", type=POSITIVE_INT, default=250, help="TTT examples per self-edit at most")
     parser.add_argument("--max-views", type=int_in(1, 7), default=None, help="inference views used (default all 7)")
+    parser.add_argument("--eval-self-edits", type=POSITIVE_INT, default=None,
+                        help="self-edits sampled per held-out task by each policy (default: --self-edits; SEAL: 5)")
     parser.add_argument("--lora-rank", type=POSITIVE_INT, default=16, help="rank of the TTT adapters")
+    parser.add_argument("--lora-alpha", type=POSITIVE_FLOAT, default=None,
+                        help="alpha of the TTT adapters (default: the rank; SEAL: rank 128, alpha 16)")
+    parser.add_argument("--ttt-targets", default="default", choices=["default", "seal"],
+                        help="TTT LoRA targets: default (every attention and MLP projection) or seal (SEAL's: q, v "
+                             "and the MLP's up/gate and down projections)")
+    parser.add_argument("--grid-style", default="compact", choices=list(STYLES),
+                        help="grids as text: compact digit rows, or seal (SEAL's numpy-style text)")
     parser.add_argument("--restem-recipe", default="auto",
                         help="size of the ReST-EM update: auto (the checkpoint's preset's, else SEAL's), seal "
                              "(SEAL's 1B recipe: LoRA r=16, lr 5e-5, 8 epochs), or a preset name")
@@ -339,7 +352,7 @@ def resolve_restem(args: argparse.Namespace, meta: dict) -> RestemConfig:
         raise NanosealError(f"--restem-recipe {recipe!r}: expected auto, {', '.join(RESTEM_RECIPES)} or a preset "
                             f"({', '.join(p for p in PRESETS if PRESETS[p].restem)})")
     cfg = restem_config(fields, rank=args.restem_rank, learning_rate=args.restem_lr, epochs=args.restem_epochs,
-                        style="compact", dtype=args.dtype)
+                        style=args.grid_style, dtype=args.dtype)
     if cfg.rank < 0 or cfg.epochs < 1 or not (0 < cfg.learning_rate < 1):
         raise NanosealError(f"ReST-EM update: rank must be >= 0, epochs >= 1 and 0 < lr < 1; got rank {cfg.rank}, "
                             f"epochs {cfg.epochs}, lr {cfg.learning_rate}")
@@ -392,9 +405,10 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer, meta = load_model(args.checkpoint or get_base_dir(), device=device, source=args.source,
                                         arch=getattr(args, "arch", None))
     restem_cfg = resolve_restem(args, meta)
-    style = "compact"
-    ttt_cfg = TTTConfig(rank=args.lora_rank, alpha=args.lora_rank, n_max=args.n_max, max_views=args.max_views,
-                        dtype=args.dtype, style=style)
+    style = args.grid_style
+    ttt_cfg = TTTConfig(rank=args.lora_rank, alpha=args.lora_alpha or float(args.lora_rank), n_max=args.n_max,
+                        max_views=args.max_views, dtype=args.dtype, style=style,
+                        targets=SEAL_TARGETS if args.ttt_targets == "seal" else DEFAULT_TARGETS)
     skipped = []
 
     def usable(tasks):
@@ -415,6 +429,7 @@ def run(args: argparse.Namespace) -> int:
         raise NanosealError("--curate needs the oracle grid (it keeps tasks an oracle recipe solves): drop --no-oracle")
     rows = Rows(os.path.join(run_dir, "selfedits.jsonl")) if rank == 0 else None
     K = args.self_edits
+    K_eval = args.eval_self_edits or K  # self-edits per held-out task (SEAL: 15 on training tasks, 5 held out)
     round0 = model  # the un-trained policy, for the baselines (each update works on a copy of the policy)
     grid = [] if args.no_oracle else recipe_grid(args.oracle_grid)
     rounds_summary = []
@@ -514,7 +529,7 @@ def run(args: argparse.Namespace) -> int:
     # ---- evaluation on held-out tasks: one work item per (task, method)
     methods = {"icl": (round0, 1), "ttt_fixed": (round0, 1)}
     for r in range(args.rounds + 1):  # the policy after every round: round 0 (un-trained) ... SEAL (the last)
-        methods[round_method(r, args.rounds)] = (round_policies[r], K)
+        methods[round_method(r, args.rounds)] = (round_policies[r], K_eval)
     if grid:
         methods["oracle"] = (round0, len(grid))
 
@@ -528,7 +543,7 @@ def run(args: argparse.Namespace) -> int:
             return recipe_group(m, tokenizer, task, key, [DEFAULT_SELF_EDIT], ttt_cfg, seed)
         if method == "oracle":
             return recipe_group(m, tokenizer, task, key, grid, ttt_cfg, seed)
-        return selfedit_group(m, tokenizer, task, key, K, args, ttt_cfg, seed)
+        return selfedit_group(m, tokenizer, task, key, K_eval, args, ttt_cfg, seed)
 
     remaining = [0] * len(eval_tasks)  # rank 0: pending items per task, to log each task once it is complete
 
