@@ -71,13 +71,16 @@ def check_model_config(config, where: str, device: torch.device | str | None = N
             raise NanosealError(f"{where}: model_config.{field} must be a positive integer, got {value!r:.40}")
     if cfg["n_layer"] > MAX_LAYERS:
         raise NanosealError(f"{where}: model_config.n_layer is {cfg['n_layer']:,}, at most {MAX_LAYERS} supported")
-    if cfg["n_embd"] % cfg["n_head"]:
+    explicit = cfg.get("head_dim")  # a Llama-family config may set the head width apart from n_embd / n_head
+    if explicit is not None and (type(explicit) is not int or explicit < 2 or explicit % 2):
+        raise NanosealError(f"{where}: model_config.head_dim must be an even integer >= 2, got {explicit!r:.40}")
+    if explicit is None and cfg["n_embd"] % cfg["n_head"]:
         raise NanosealError(f"{where}: model_config.n_embd ({cfg['n_embd']}) must be a multiple of n_head "
                             f"({cfg['n_head']})")
     if cfg["n_head"] % cfg["n_kv_head"]:
         raise NanosealError(f"{where}: model_config.n_head ({cfg['n_head']}) must be a multiple of n_kv_head "
                             f"({cfg['n_kv_head']})")
-    head_dim = cfg["n_embd"] // cfg["n_head"]
+    head_dim = explicit or cfg["n_embd"] // cfg["n_head"]
     if head_dim % 2:
         raise NanosealError(f"{where}: model_config n_embd / n_head = {head_dim} must be even (rotary embeddings "
                             "rotate pairs of channels)")

@@ -211,8 +211,9 @@ def test_bench_reference_targets_the_same_modules(hf_folders):
 # saved policies and the SEAL loop
 
 
-def test_saved_policy_loads_as_the_llama_family(hf_folders, tmp_path):
-    model, tok, _ = load_model(hf_folders["qwen2"])
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])  # mistral: head_dim 24 != hidden / heads
+def test_saved_policy_loads_as_the_llama_family(hf_folders, tmp_path, family):
+    model, tok, _ = load_model(hf_folders[family])
     folder = str(tmp_path / "policy")
     save_checkpoint(folder, 0, model.state_dict(), None, {"model_config": model.config.to_dict()})
     again, _ = build_model(folder, 0)
@@ -322,3 +323,16 @@ def test_bf16_folder_loads_as_fp32_on_cpu(tmp_path):
     idx = torch.randint(0, tok.get_vocab_size(), (1, 32))
     with torch.no_grad():
         assert rel_err(model(idx), transformers_model(folder)(input_ids=idx).logits) < 1e-4
+
+
+def test_model_check_takes_an_explicit_head_dim():
+    from nanoseal.modelcheck import check_model_config
+    from nanoseal.models.llama import LlamaConfig
+
+    # hidden 120 over 8 heads is 15 (odd), but the heads are 16 wide: a valid Llama-family shape
+    cfg = LlamaConfig(sequence_len=64, vocab_size=100, n_layer=1, n_head=8, n_kv_head=2, n_embd=120, head_dim=16,
+                      intermediate_size=64)
+    check_model_config(cfg, "policy")
+    with pytest.raises(NanosealError, match="head_dim must be an even integer"):
+        check_model_config(LlamaConfig(sequence_len=64, vocab_size=100, n_layer=1, n_head=8, n_kv_head=2, n_embd=120,
+                                       head_dim=15, intermediate_size=64), "policy")
