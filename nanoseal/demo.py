@@ -50,7 +50,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=NON_NEGATIVE_INT, default=2, help="ReST-EM rounds")
     parser.add_argument("--self-edits", type=POSITIVE_INT, default=6, help="K self-edits per task")
     parser.add_argument("--train-tasks", type=POSITIVE_INT, default=2, help="training instances per family")
-    parser.add_argument("--eval-tasks", type=POSITIVE_INT, default=2, help="held-out instances per family")
+    parser.add_argument("--eval-tasks", type=POSITIVE_INT, default=3, help="held-out instances per family")
+    parser.add_argument("--eval-self-edits", type=POSITIVE_INT, default=4,
+                        help="self-edits each policy samples per held-out task (SEAL: 5)")
     parser.add_argument("--max-views", type=int_in(1, 7), default=None, help="inference views (default all 7)")
     parser.add_argument("--oracle-grid", default="prior", choices=["seal", "prior"],
                         help="prior: 10 recipes (default, cheap); seal: SEAL's 24")
@@ -91,7 +93,8 @@ def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:
         tasks = instance_ids(preset, SEED_STRIDE * args.seed, args.train_tasks)
         eval_tasks = instance_ids(preset, HELDOUT_SEED + SEED_STRIDE * args.seed, args.eval_tasks)
     argv = ["--checkpoint", checkpoint, "--tasks", tasks, "--eval-tasks", eval_tasks, "--rounds", str(args.rounds),
-            "--self-edits", str(args.self_edits), "--seed", str(args.seed), "--dtype", args.dtype,
+            "--self-edits", str(args.self_edits), "--eval-self-edits", str(args.eval_self_edits),
+            "--seed", str(args.seed), "--dtype", args.dtype,
             "--n-max", str(preset.ttt_n_max), "--oracle-grid", args.oracle_grid,
             "--restem-recipe", args.restem_recipe]
     if args.curate:
