@@ -1,21 +1,28 @@
 """
-Greedy decoding speed: nanoseal's KV-cache Engine vs recomputing the whole sequence every token, vs
-transformers' NanoChatForCausalLM.generate on the same weights (dev extra). One run, one machine.
+Greedy decoding speed: nanoseal's KV-cache decoding (with its one-token step, nanoseal.models.nanochat_decode, and
+with the general forward) vs recomputing the whole sequence every token, vs transformers'
+NanoChatForCausalLM.generate on the same weights (bench extra). One run, one machine.
 
     python -m bench.decode                      # 6 layers x 256, CPU
     python -m bench.decode --n-layer 4 --n-embd 128 --vocab-size 1024 --batch 8   # the tiny preset, batched
     python -m bench.decode --n-layer 12 --n-embd 768 --batch 4 --new-tokens 64
 
-Prints tokens/s of each and the ratios. The model is randomly initialised (speed does not depend on
-the weights); every path decodes exactly --new-tokens tokens (no early stop).
+Prints tokens/s of each and the ratios. The model is randomly initialised (speed does not depend on the
+weights); every path decodes exactly --new-tokens tokens (no early stop), each computing the logits it reads
+(the prefill gives the first token; no forward after the last one, as generate). The paths run interleaved,
+one round after another (after one warm-up round), and each path's median over the rounds is what is compared,
+so a change in the machine's load hits every path alike.
 """
 
 import argparse
+import statistics
 import time
 
 import torch
 
+from bench.common import standalone
 from nanoseal.engine import KVCache, prefill_logits, sample_next_token
+from nanoseal.models import nanochat_decode
 from nanoseal.models.nanochat import GPT, GPTConfig
 
 
@@ -26,11 +33,21 @@ def decode_cached(model, prompt, new_tokens):
     cache = KVCache(prompt.size(0), c.n_kv_head, prompt.size(1) + new_tokens, c.n_embd // c.n_head, c.n_layer)
     logits = prefill_logits(model, prompt, cache)
     out = []
-    for _ in range(new_tokens):
+    for i in range(new_tokens):
         nxt = sample_next_token(logits, None, temperature=0.0)
         out.append(nxt)
-        logits = model(nxt, kv_cache=cache)[:, -1]
+        if i < new_tokens - 1:
+            logits = model(nxt, kv_cache=cache)[:, -1]
     return torch.cat(out, 1)
+
+
+def decode_general(model, prompt, new_tokens):
+    """decode_cached with the one-token step turned off: every step runs the general forward."""
+    nanochat_decode.ENABLED = False
+    try:
+        return decode_cached(model, prompt, new_tokens)
+    finally:
+        nanochat_decode.ENABLED = True
 
 
 @torch.inference_mode()
@@ -51,20 +68,24 @@ def decode_transformers(hf, prompt, new_tokens):
     return out[:, prompt.size(1):]
 
 
-def timeit(fn, repeats):
-    """Best wall time of `repeats` runs (after one warm-up) and the last result."""
-    result = fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
+def interleaved(paths: dict, rounds: int, slow: set) -> tuple[dict, dict]:
+    """Run every path once (warm-up), then `rounds` rounds of each path in turn (paths in `slow`: one round);
+    ({name: median seconds}, {name: last output})."""
+    outputs = {name: fn() for name, fn in paths.items()}
+    times = {name: [] for name in paths}
+    for r in range(rounds):
+        for name, fn in paths.items():
+            if name in slow and r > 0:
+                continue
+            t0 = time.perf_counter()
+            outputs[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}, outputs
 
 
 def run(n_layer: int = 6, n_embd: int = 256, n_head: int = 4, vocab_size: int = 512, batch: int = 1,
         prompt_len: int = 256, new_tokens: int = 128, repeats: int = 3, verbose: bool = True) -> dict:
-    """Time the three decoders on one random model; print the table; return tokens/s and the ratios."""
+    """Time the decoders on one random model; print the table; return tokens/s and the ratios."""
     torch.manual_seed(0)
     config = GPTConfig(sequence_len=1024, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
                        n_kv_head=n_head, n_embd=n_embd)
@@ -74,38 +95,42 @@ def run(n_layer: int = 6, n_embd: int = 256, n_head: int = 4, vocab_size: int = 
         model.lm_head.weight.normal_(0, 0.02)
     model.eval()
     prompt = torch.randint(0, vocab_size, (batch, prompt_len))
-    n = batch * new_tokens
-    rows = []
-    t_cache, out_cache = timeit(lambda: decode_cached(model, prompt, new_tokens), repeats)
-    rows.append(("nanoseal KV cache", t_cache))
-    t_nc, out_nc = timeit(lambda: decode_nocache(model, prompt, new_tokens), max(1, repeats - 2))
-    rows.append(("nanoseal no cache", t_nc))
-    agree = torch.equal(out_cache, out_nc)
-    t_hf = agree_hf = None
+    paths = {"nanoseal KV cache": lambda: decode_cached(model, prompt, new_tokens),
+             "KV cache, general forward": lambda: decode_general(model, prompt, new_tokens),
+             "nanoseal no cache": lambda: decode_nocache(model, prompt, new_tokens)}
     try:
         from nanoseal.interop import to_transformers
         hf = to_transformers(model)
-        t_hf, out_hf = timeit(lambda: decode_transformers(hf, prompt, new_tokens), repeats)
-        rows.append(("transformers generate", t_hf))
-        agree_hf = (out_cache == out_hf).float().mean().item()
+        paths["transformers generate"] = lambda: decode_transformers(hf, prompt, new_tokens)
     except ImportError:
-        pass
-    result = {"tokens_per_s": {name: n / t for name, t in rows}, "cache_vs_nocache": t_nc / t_cache,
+        hf = None
+    times, outs = interleaved(paths, repeats, slow={"nanoseal no cache"})
+    n = batch * new_tokens
+    t_cache = times["nanoseal KV cache"]
+    agree = torch.equal(outs["nanoseal KV cache"], outs["nanoseal no cache"])
+    agree_general = torch.equal(outs["nanoseal KV cache"], outs["KV cache, general forward"])
+    t_hf = times.get("transformers generate")
+    ours = outs["nanoseal KV cache"]
+    agree_hf = None if hf is None else (ours == outs["transformers generate"]).float().mean().item()
+    result = {"tokens_per_s": {name: n / t for name, t in times.items()},
+              "cache_vs_nocache": times["nanoseal no cache"] / t_cache,
+              "step_vs_general": times["KV cache, general forward"] / t_cache,
               "decode_vs_hf": None if t_hf is None else t_hf / t_cache, "agree_nocache": agree,
-              "agree_hf": agree_hf, "params": model.num_params()}
+              "agree_general": agree_general, "agree_hf": agree_hf, "params": model.num_params(), "batch": batch}
     if verbose:
         print(f"\ngreedy decoding: {model.num_params() / 1e6:.2f}M params ({n_layer} layers, width {n_embd}, "
-              f"vocab {vocab_size}), batch {batch}, prompt {prompt_len}, {new_tokens} new tokens, best of {repeats}")
-        print(f"{'path':<24}{'seconds':>10}{'tokens/s':>12}{'time / cache':>14}")
-        for name, t in rows:
-            print(f"{name:<24}{t:>10.3f}{n / t:>12.1f}{t / t_cache:>13.2f}x")
-        print(f"greedy outputs identical with/without cache: {agree}"
+              f"vocab {vocab_size}), batch {batch}, prompt {prompt_len}, {new_tokens} new tokens, median of "
+              f"{repeats} interleaved rounds (no cache: 1)")
+        print(f"{'path':<28}{'seconds':>10}{'tokens/s':>12}{'time / cache':>14}")
+        for name, t in times.items():
+            print(f"{name:<28}{t:>10.3f}{n / t:>12.1f}{t / t_cache:>13.2f}x")
+        print(f"greedy outputs identical: with/without cache {agree}, one-token step/general forward {agree_general}"
               + (f"; token agreement with transformers: {agree_hf:.3f}" if agree_hf is not None else
                  "; transformers not installed (bench extra)"))
         if result["decode_vs_hf"] is not None:
             v = result["decode_vs_hf"]
-            print(f"decode_vs_hf = {v:.2f}x (KV-cache tokens/s / transformers generate tokens/s); goal >= 2x: "
-                  f"{'met' if v >= 2 else 'NOT met'}")
+            print(f"decode_vs_hf (batch {batch}) = {v:.2f}x (KV-cache tokens/s / transformers generate tokens/s); "
+                  f"goal >= 2x: {'met' if v >= 2 else 'NOT met'}")
     return result
 
 
@@ -119,12 +144,10 @@ def main():
     parser.add_argument("--prompt-len", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"{args.threads} threads, torch {torch.__version__}")
-    run(args.n_layer, args.n_embd, args.n_head, args.vocab_size, args.batch, args.prompt_len, args.new_tokens,
-        args.repeats)
+    standalone(run, args.threads, args.n_layer, args.n_embd, args.n_head, args.vocab_size, args.batch,
+               args.prompt_len, args.new_tokens, args.repeats)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ engine, LoRA, TTT, ReST-EM and the training loop use, so adding a family changes
 
     nanochat.py            nanochat's GPT, every architecture version since October 2025 (a flag per component)
     nanochat_versions.py   the versions' table and their detection from a checkpoint's weights
+    nanochat_decode.py     nanochat's one-token decoding step with the KV cache, in ~0.6 of the ops
     llama.py               the Llama family (Llama 3.x, SmolLM2, Qwen2/2.5, Mistral without sliding windows), as
                            transformers computes it; loaded from a Hugging Face folder by nanoseal.hf_checkpoint
 
