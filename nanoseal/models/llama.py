@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nanoseal.common import NanosealError
+from nanoseal.models.head import target_loss
 from nanoseal.models.nanochat import causal_mask, doc_segments, rotate
 
 ARCHS = ("llama", "qwen2", "mistral")  # config.json model_type values this file implements
@@ -345,14 +346,4 @@ class Llama(nn.Module):
         x = self.model.norm(x)
         if targets is None:
             return self._logits(x[:, -1:] if last_only else x)  # (B, T, vocab)
-        targets = targets.reshape(-1)
-        x = x.reshape(-1, x.size(-1))
-        keep = (targets != -1).nonzero().squeeze(1)  # positions with a target: the only logits anyone reads
-        if keep.numel() < targets.numel():
-            x, kept_targets = x.index_select(0, keep), targets.index_select(0, keep)
-        else:
-            kept_targets = targets
-        loss = F.cross_entropy(self._logits(x).float(), kept_targets, ignore_index=-1, reduction=loss_reduction)
-        if loss_reduction == "none" and keep.numel() < targets.numel():  # back to one value per position
-            loss = torch.zeros(targets.numel(), dtype=loss.dtype, device=loss.device).index_copy(0, keep, loss)
-        return loss
+        return target_loss(x, targets, self._logits, loss_reduction)
