@@ -39,6 +39,69 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")  # what restricts torch's kernels
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (None where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def isa_line() -> str:
+    """One line: the CPU's vector and matrix flags (avx2, fma, avx512*, amx*), the kernels torch picked, and any
+    environment variable restricting them."""
+    flags = cpu_flags()
+    if flags is None:
+        shown = "unknown (no /proc/cpuinfo)"
+    else:
+        shown = " ".join(sorted(f for f in flags if f in ("avx2", "fma") or f.startswith(("avx512", "amx")))) or "none"
+    env = [f"{k}={os.environ[k]}" for k in ISA_ENV if k in os.environ]
+    return (f"CPU flags: {shown}; torch CPU kernels: {torch.backends.cpu.get_cpu_capability()}"
+            + (f" (restricted by {', '.join(env)})" if env else ""))
+
+
+def matmul_rate(dtype: torch.dtype, m: int, k: int, n: int, seconds: float = 1.0) -> float:
+    """Best FLOP/s of torch.mm (m x k) @ (k x n) over ~`seconds` of repeats after one warm-up call (at least one
+    timed call however long it takes)."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    torch.mm(a, b)
+    best, t_end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < t_end or best == float("inf"):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * m * k * n / best
+
+
+_BF16: tuple[bool, str] | None = None
+
+
+def bf16_native() -> tuple[bool, str]:
+    """(whether bf16 matmuls run natively on this CPU, why): the CPU must list avx512_bf16 or amx_bf16 and a bf16
+    matmul must beat an fp32 one here (torch may be restricted to older kernels); measured once per process."""
+    global _BF16
+    if _BF16 is None:
+        flags = cpu_flags()
+        have = sorted((flags or set()) & {"avx512_bf16", "amx_bf16"})
+        if flags is not None and not have:
+            _BF16 = (False, "no native bf16 (neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo)")
+        else:  # 512^3: a quarter of a second even at 1 GFLOP/s
+            fp32 = matmul_rate(torch.float32, 512, 512, 512, seconds=0.2)
+            bf16 = matmul_rate(torch.bfloat16, 512, 512, 512, seconds=0.2)
+            rates = f"bf16 matmul {bf16 / 1e9:,.0f} GFLOP/s vs fp32 {fp32 / 1e9:,.0f} GFLOP/s"
+            where = f"{'/'.join(have) or 'bf16 flags unknown'}, torch kernels {torch.backends.cpu.get_cpu_capability()}"
+            _BF16 = (bf16 > fp32, f"native bf16: {rates} ({where})" if bf16 > fp32 else
+                     f"no native bf16 for torch here: {rates} ({where})")
+    return _BF16
+
+
 def machine_line() -> str:
     """One line naming the machine, the torch build and threads, and the load right now."""
     load = os.getloadavg()
@@ -52,6 +115,7 @@ def standalone(run: Callable, threads: int | None, *args) -> None:
     if threads:
         torch.set_num_threads(threads)
     print(machine_line())
+    print(isa_line())
     run(*args)
     note = load_note()
     if note:

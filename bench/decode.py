@@ -84,8 +84,10 @@ def interleaved(paths: dict, rounds: int, slow: set) -> tuple[dict, dict]:
 
 
 def run(n_layer: int = 6, n_embd: int = 256, n_head: int = 4, vocab_size: int = 512, batch: int = 1,
-        prompt_len: int = 256, new_tokens: int = 128, repeats: int = 3, verbose: bool = True) -> dict:
-    """Time the decoders on one random model; print the table; return tokens/s and the ratios."""
+        prompt_len: int = 256, new_tokens: int = 128, repeats: int = 3, verbose: bool = True,
+        nocache: bool = True) -> dict:
+    """Time the decoders on one random model (nocache=False: not the no-cache path, the slowest by far); print the
+    table; return tokens/s and the ratios."""
     torch.manual_seed(0)
     config = GPTConfig(sequence_len=1024, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
                        n_kv_head=n_head, n_embd=n_embd)
@@ -96,8 +98,9 @@ def run(n_layer: int = 6, n_embd: int = 256, n_head: int = 4, vocab_size: int = 
     model.eval()
     prompt = torch.randint(0, vocab_size, (batch, prompt_len))
     paths = {"nanoseal KV cache": lambda: decode_cached(model, prompt, new_tokens),
-             "KV cache, general forward": lambda: decode_general(model, prompt, new_tokens),
-             "nanoseal no cache": lambda: decode_nocache(model, prompt, new_tokens)}
+             "KV cache, general forward": lambda: decode_general(model, prompt, new_tokens)}
+    if nocache:
+        paths["nanoseal no cache"] = lambda: decode_nocache(model, prompt, new_tokens)
     try:
         from nanoseal.interop import to_transformers
         hf = to_transformers(model)
@@ -107,24 +110,25 @@ def run(n_layer: int = 6, n_embd: int = 256, n_head: int = 4, vocab_size: int = 
     times, outs = interleaved(paths, repeats, slow={"nanoseal no cache"})
     n = batch * new_tokens
     t_cache = times["nanoseal KV cache"]
-    agree = torch.equal(outs["nanoseal KV cache"], outs["nanoseal no cache"])
+    agree = torch.equal(outs["nanoseal KV cache"], outs["nanoseal no cache"]) if nocache else None
     agree_general = torch.equal(outs["nanoseal KV cache"], outs["KV cache, general forward"])
     t_hf = times.get("transformers generate")
     ours = outs["nanoseal KV cache"]
     agree_hf = None if hf is None else (ours == outs["transformers generate"]).float().mean().item()
     result = {"tokens_per_s": {name: n / t for name, t in times.items()},
-              "cache_vs_nocache": times["nanoseal no cache"] / t_cache,
+              "cache_vs_nocache": times["nanoseal no cache"] / t_cache if nocache else None,
               "step_vs_general": times["KV cache, general forward"] / t_cache,
               "decode_vs_hf": None if t_hf is None else t_hf / t_cache, "agree_nocache": agree,
               "agree_general": agree_general, "agree_hf": agree_hf, "params": model.num_params(), "batch": batch}
     if verbose:
         print(f"\ngreedy decoding: {model.num_params() / 1e6:.2f}M params ({n_layer} layers, width {n_embd}, "
               f"vocab {vocab_size}), batch {batch}, prompt {prompt_len}, {new_tokens} new tokens, median of "
-              f"{repeats} interleaved rounds (no cache: 1)")
+              f"{repeats} interleaved rounds" + (" (no cache: 1)" if nocache else ", no-cache path not run"))
         print(f"{'path':<28}{'seconds':>10}{'tokens/s':>12}{'time / cache':>14}")
         for name, t in times.items():
             print(f"{name:<28}{t:>10.3f}{n / t:>12.1f}{t / t_cache:>13.2f}x")
-        print(f"greedy outputs identical: with/without cache {agree}, one-token step/general forward {agree_general}"
+        print(f"greedy outputs identical: with/without cache {'not run' if agree is None else agree}, "
+              f"one-token step/general forward {agree_general}"
               + (f"; token agreement with transformers: {agree_hf:.3f}" if agree_hf is not None else
                  "; transformers not installed (bench extra)"))
         if result["decode_vs_hf"] is not None:

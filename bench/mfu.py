@@ -1,6 +1,7 @@
 """
-Machine limit: fp32 and bf16 matmul peak of this machine (one large torch.mm), and the FLOP/s that
-pretraining and TTT of the tiny preset achieve, as a fraction of it.
+Machine limit: the fp32 `torch.mm` peak of this machine, measured in the same run, and the FLOP/s that
+pretraining and TTT achieve as a fraction of it (mfu_fp32), for the tiny preset (several steps of the real loops)
+and for a d12-shaped model (nanochat's 12 layers x 768, vocab 65,536; one step).
 
 FLOP counts (matmul FLOPs of the model's parameters; attention's T^2 terms and elementwise work excluded,
 so these are conservative):
@@ -8,14 +9,21 @@ so these are conservative):
   TTT (LoRA)   what LoRA training must compute: per token 4 * N_blocks (forward + input gradients through the
                frozen linears) + 6 * r * (in + out) per adapted linear (forward, both adapter gradients), and
                4 * n_embd * vocab per position that has a target (lm_head forward + input gradient)
-Pretraining runs nanoseal.train.loop.train itself (Muon + AdamW, packed rows, 4 x 1,024 tokens as the tiny
-preset); TTT runs nanoseal.seal.ttt.train_adapters on the TTT data of prior self-edits of a demo task.
-Each runs with nanoseal's CPU default (fp32) and with bf16 autocast (dtype="bfloat16").
+Tiny preset: pretraining runs nanoseal.train.loop.train itself (Muon + AdamW, packed rows, 4 x 1,024 tokens as
+the tiny preset, optimizer included); TTT runs nanoseal.seal.ttt.train_adapters on the TTT data of prior
+self-edits of a demo task. d12 shape: pretraining is one forward + backward of one row (the optimizer, which real
+d12 training spreads over ~0.5M tokens a step, is left out), TTT one train_adapters step (batch 2) on the same
+demo task's TTT data; each after a short warm-up step.
+
+bf16: only where the CPU has native bf16 (bench.common.bf16_native: avx512_bf16 or amx_bf16, and a bf16 matmul
+faster than an fp32 one here) are the tiny preset's rows also run under bf16 autocast, with the bf16 peak.
+Elsewhere they are skipped and the table says why: without native bf16 a bf16 matmul runs 10-100x slower than
+fp32 (minutes of benchmark that tell nothing new).
 
     python -m bench.mfu               # ~1 minute on 2 cores
-    python -m bench.mfu --steps 20 --peak-n 4096
+    python -m bench.mfu --steps 20 --peak-n 4096 --d12-tokens 2048
 
-Also printed: the peak of a matmul shaped like the model's own (tokens x 128 @ 128 x 512), the ceiling
+Also printed: the peak of a matmul shaped like the tiny model's own (tokens x 128 @ 128 x 512), the ceiling
 a 128-wide model meets long before the machine's peak.
 """
 
@@ -27,25 +35,29 @@ import time
 
 import torch
 
-from bench.common import bench_tokenizer, demo_tasks, prior_self_edits, random_gpt, standalone, tiny_config
+from bench.common import (
+    bench_tokenizer,
+    bf16_native,
+    demo_tasks,
+    matmul_rate,
+    prior_self_edits,
+    random_gpt,
+    standalone,
+    tiny_config,
+)
 from nanoseal.lora import apply_lora, lora_layers, remove_lora
+from nanoseal.models.nanochat import GPTConfig
 from nanoseal.seal.ttt import TTTConfig, build_dataset, train_adapters
 from nanoseal.train.loop import TrainConfig, train
 from nanoseal.train.presets import get_preset
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+GOALS = {"mfu_fp32_pretrain": 0.35, "mfu_fp32_ttt": 0.25}
 
 
-def matmul_peak(dtype: torch.dtype, m: int, k: int, n: int, seconds: float = 1.0) -> float:
-    """Best FLOP/s of torch.mm (m x k) @ (k x n) over ~`seconds` of repeats (after a warm-up)."""
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-    torch.mm(a, b)
-    best, t_end = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < t_end or best == float("inf"):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * m * k * n / best
+def d12_config() -> GPTConfig:
+    """nanochat's d12 shape: 12 layers x 768 (6 heads of 128), vocab 65,536, 2,048 context."""
+    return GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=12, n_head=6, n_kv_head=6, n_embd=768)
 
 
 def body_params(model) -> int:
@@ -75,58 +87,100 @@ def pretrain_rate(dtype: str, steps: int, vocab: int) -> dict:
                   TrainConfig(batch_size=rows, seq_len=row_len, max_steps=steps, dtype=dtype, log_every=10**9),
                   f"{d}/m", {})
     n = body_params(model) + model.lm_head.weight.numel()
-    return {"tokens": s["tokens"], "seconds": s["seconds"], "flops": 6 * n * s["tokens"],
+    return {"tokens": s["tokens"], "seconds": s["seconds"], "flops": 6 * n * s["tokens"], "model": "tiny",
             "what": f"pretraining, {rows} x {row_len} tokens/step, {steps} steps"}
+
+
+def ttt_flops(model, stats: dict) -> float:
+    """FLOPs LoRA training must compute for train_adapters' stats (tokens, targets), see the top."""
+    lora_per_token = sum(6 * layer.rank * (layer.in_features + layer.out_features)
+                         for layer in lora_layers(model).values())
+    c = model.config
+    return stats["tokens"] * (4 * body_params(model) + lora_per_token) + stats["targets"] * 4 * c.n_embd * c.vocab_size
+
+
+def timed_ttt(model, datasets: list, lrs: list, epochs: list, cfg: TTTConfig, pad: int) -> tuple[float, float, int]:
+    """Fresh adapters (one per dataset) trained by train_adapters after a one-example warm-up:
+    (seconds, FLOPs, trained tokens)."""
+    apply_lora(model, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets), n_adapters=1)
+    train_adapters(model, [datasets[0][:1]], lrs[:1], [1], cfg, 0, pad)
+    remove_lora(model)
+    apply_lora(model, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets), n_adapters=len(datasets))
+    stats: dict = {}
+    t0 = time.perf_counter()
+    train_adapters(model, datasets, lrs, epochs, cfg, 0, pad, stats=stats)
+    seconds = time.perf_counter() - t0
+    flops = ttt_flops(model, stats)
+    remove_lora(model)
+    return seconds, flops, stats["tokens"]
+
+
+def ttt_data(n_edits: int, n_max: int, dtype: str, max_len: int) -> tuple:
+    """TTT datasets of n_edits prior self-edits of one demo task: (datasets, lrs, epochs, cfg, pad id)."""
+    tokenizer = bench_tokenizer()
+    task = demo_tasks(1)[0]
+    edits = prior_self_edits(n_edits, seed=1)
+    cfg = TTTConfig(n_max=n_max, dtype=dtype)
+    datasets = [build_dataset(task, e, tokenizer, cfg, max_len, 0)[0] for e in edits]
+    return (datasets, [e.learning_rate for e in edits], [e.num_train_epochs for e in edits], cfg,
+            tokenizer.get_bos_token_id())
 
 
 def ttt_rate(dtype: str, n_edits: int, n_max: int) -> dict:
     """nanoseal.seal.ttt.train_adapters (nanoseal's defaults but dtype) on prior self-edits of a demo task."""
-    tokenizer = bench_tokenizer()
-    model = random_gpt(tiny_config(tokenizer.get_vocab_size()))
-    task = demo_tasks(1)[0]
-    edits = prior_self_edits(n_edits, seed=1)
-    cfg = TTTConfig(n_max=n_max, dtype=dtype)
-    datasets = [build_dataset(task, e, tokenizer, cfg, model.config.sequence_len, 0)[0] for e in edits]
-    lrs, epochs = [e.learning_rate for e in edits], [e.num_train_epochs for e in edits]
-    pad = tokenizer.get_bos_token_id()
-    # warm-up: one epoch of the first edit
-    apply_lora(model, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets), n_adapters=1)
-    train_adapters(model, datasets[:1], lrs[:1], [1], cfg, 0, pad)
-    remove_lora(model)
-    apply_lora(model, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets), n_adapters=n_edits)
-    t0 = time.perf_counter()
-    train_adapters(model, datasets, lrs, epochs, cfg, 0, pad)
-    seconds = time.perf_counter() - t0
-    lora_per_token = sum(6 * layer.rank * (layer.in_features + layer.out_features)
-                         for layer in lora_layers(model).values())
-    remove_lora(model)
-    tokens = sum((len(ids) - 1) * ep for data, ep in zip(datasets, epochs) for ids, _ in data)
-    targets = sum(sum(mask[1:]) * ep for data, ep in zip(datasets, epochs) for _, mask in data)
-    c = model.config
-    flops = tokens * (4 * body_params(model) + lora_per_token) + targets * 4 * c.n_embd * c.vocab_size
-    return {"tokens": tokens, "seconds": seconds, "flops": flops,
+    model = random_gpt(tiny_config(bench_tokenizer().get_vocab_size()))
+    datasets, lrs, epochs, cfg, pad = ttt_data(n_edits, n_max, dtype, model.config.sequence_len)
+    seconds, flops, tokens = timed_ttt(model, datasets, lrs, epochs, cfg, pad)
+    return {"tokens": tokens, "seconds": seconds, "flops": flops, "model": "tiny",
             "what": f"TTT, {n_edits} self-edits x n_max {n_max}, LoRA r={cfg.rank} on {len(cfg.targets)} targets"}
 
 
-def run(steps: int = 12, peak_n: int = 2048, n_edits: int = 3, n_max: int = 16, verbose: bool = True) -> dict:
-    """Measure peaks and achieved FLOP/s; print the table; return the ratios and rows."""
-    peaks = {name: matmul_peak(dt, peak_n, peak_n, peak_n) for name, dt in DTYPES.items()}
-    vocab = bench_tokenizer().get_vocab_size()
+def d12_rates(tokens: int) -> list[dict]:
+    """One pretraining forward + backward of `tokens` random tokens and one TTT step (batch 2) on a d12-shaped
+    random model, fp32, each after a short warm-up step."""
+    model = random_gpt(d12_config())
+    n = body_params(model) + model.lm_head.weight.numel()
+    model.train()
+    g = torch.Generator().manual_seed(0)
     rows = []
-    for dtype in DTYPES:
-        rows.append({"dtype": dtype, **pretrain_rate(dtype, steps, vocab)})
-    for dtype in DTYPES:
-        rows.append({"dtype": dtype, **ttt_rate(dtype, n_edits, n_max)})
+    for warm in (True, False):
+        T = 64 if warm else tokens
+        ids = torch.randint(0, model.config.vocab_size, (1, T + 1), generator=g)
+        t0 = time.perf_counter()
+        model(ids[:, :-1], ids[:, 1:]).backward()
+        seconds = time.perf_counter() - t0
+        model.zero_grad(set_to_none=True)
+    rows.append({"tokens": tokens, "seconds": seconds, "flops": 6 * n * tokens, "model": "d12",
+                 "what": f"pretraining, 1 x {tokens} tokens, one forward + backward"})
+    model.requires_grad_(False)
+    datasets, lrs, _, cfg, pad = ttt_data(1, 3, "float32", model.config.sequence_len)
+    seconds, flops, tok = timed_ttt(model, [datasets[0][:2]], lrs, [1], cfg, pad)
+    rows.append({"tokens": tok, "seconds": seconds, "flops": flops, "model": "d12",
+                 "what": f"TTT, one step of 2 examples, LoRA r={cfg.rank} on {len(cfg.targets)} targets"})
+    return rows
+
+
+def run(steps: int = 12, peak_n: int = 2048, n_edits: int = 3, n_max: int = 16, d12_tokens: int = 1024,
+        verbose: bool = True) -> dict:
+    """Measure the peak and achieved FLOP/s; print the table; return the ratios and rows."""
+    native, bf16_why = bf16_native()
+    dtypes = {name: dt for name, dt in DTYPES.items() if name == "float32" or native}
+    peaks = {name: matmul_rate(dt, peak_n, peak_n, peak_n) for name, dt in dtypes.items()}
+    vocab = bench_tokenizer().get_vocab_size()
+    rows = [{"dtype": dtype, **pretrain_rate(dtype, steps, vocab)} for dtype in dtypes]
+    rows += [{"dtype": dtype, **ttt_rate(dtype, n_edits, n_max)} for dtype in dtypes]
+    rows += [{"dtype": "float32", **r} for r in d12_rates(d12_tokens)]
     for r in rows:
         r["flops_per_s"] = r["flops"] / r["seconds"]
     # measured again at the end, keeping the better one: a busy machine rarely gives a clean window at the start
-    peaks = {name: max(peaks[name], matmul_peak(dt, peak_n, peak_n, peak_n)) for name, dt in DTYPES.items()}
-    shaped = {name: matmul_peak(dt, 4096, 128, 512, seconds=0.5) for name, dt in DTYPES.items()}
-    pre_bf16 = next(r for r in rows if r["what"].startswith("pretraining") and r["dtype"] == "bfloat16")
-    ttt_bf16 = next(r for r in rows if r["what"].startswith("TTT") and r["dtype"] == "bfloat16")
-    result = {"peaks": peaks, "shaped": shaped, "rows": rows, "peak_n": peak_n,
-              "mfu_bf16_pretrain": pre_bf16["flops_per_s"] / peaks["bfloat16"],
-              "mfu_bf16_ttt": ttt_bf16["flops_per_s"] / peaks["bfloat16"]}
+    peaks = {name: max(peaks[name], matmul_rate(dt, peak_n, peak_n, peak_n)) for name, dt in dtypes.items()}
+    shaped = {name: matmul_rate(dt, 4096, 128, 512, seconds=0.5) for name, dt in dtypes.items()}
+    pre, ttt = (next(r for r in rows if r["model"] == "tiny" and r["what"].startswith(kind) and r["dtype"] == "float32")
+                for kind in ("pretraining", "TTT"))
+    result = {"peaks": peaks, "shaped": shaped, "rows": rows, "peak_n": peak_n, "bf16_native": native,
+              "bf16_why": bf16_why, "mfu_fp32_pretrain": pre["flops_per_s"] / peaks["float32"],
+              "mfu_fp32_ttt": ttt["flops_per_s"] / peaks["float32"],
+              "pretrain_tok_s": pre["tokens"] / pre["seconds"]}
     if verbose:
         print_table(result)
     return result
@@ -134,35 +188,40 @@ def run(steps: int = 12, peak_n: int = 2048, n_edits: int = 3, n_max: int = 16, 
 
 def print_table(result: dict) -> None:
     """Peaks and achieved FLOP/s as a table."""
-    p, s = result["peaks"], result["shaped"]
-    n = result["peak_n"]
+    p, s, n = result["peaks"], result["shaped"], result["peak_n"]
+    bf16 = "bfloat16" in p
     print(f"\nmatmul peak (torch.mm {n} x {n} x {n}, best of ~1 s at the start and at the end): "
-          f"fp32 {p['float32'] / 1e9:,.0f} GFLOP/s, bf16 {p['bfloat16'] / 1e9:,.0f} GFLOP/s")
+          f"fp32 {p['float32'] / 1e9:,.0f} GFLOP/s" + (f", bf16 {p['bfloat16'] / 1e9:,.0f} GFLOP/s" if bf16 else ""))
     print(f"a matmul shaped like the tiny model's (4096 x 128 @ 128 x 512): fp32 {s['float32'] / 1e9:,.0f} GFLOP/s "
-          f"({100 * s['float32'] / p['float32']:.0f}% of fp32 peak), bf16 {s['bfloat16'] / 1e9:,.0f} GFLOP/s "
-          f"({100 * s['bfloat16'] / p['bfloat16']:.0f}% of bf16 peak)")
-    print(f"{'workload':<58}{'dtype':>10}{'tokens/s':>10}{'GFLOP/s':>9}{'% fp32 pk':>11}{'% bf16 pk':>11}")
+          f"({100 * s['float32'] / p['float32']:.0f}% of fp32 peak)"
+          + (f", bf16 {s['bfloat16'] / 1e9:,.0f} GFLOP/s ({100 * s['bfloat16'] / p['bfloat16']:.0f}% of bf16 peak)"
+             if bf16 else ""))
+    print(f"bf16 autocast rows: {'run' if bf16 else 'SKIPPED'}: {result['bf16_why']}")
+    print(f"{'model':<6}{'workload':<58}{'dtype':>10}{'tokens/s':>10}{'GFLOP/s':>9}{'% fp32 pk':>11}"
+          + (f"{'% bf16 pk':>11}" if bf16 else ""))
     for r in result["rows"]:
         f = r["flops_per_s"]
-        print(f"{r['what']:<58}{r['dtype']:>10}{r['tokens'] / r['seconds']:>10,.0f}{f / 1e9:>9.1f}"
-              f"{100 * f / p['float32']:>10.1f}%{100 * f / p['bfloat16']:>10.1f}%")
-    for key, label in (("mfu_bf16_pretrain", "pretraining"), ("mfu_bf16_ttt", "TTT")):
-        v = result[key]
-        verdict = "met" if v >= 0.4 else "NOT met"
-        print(f"{key} = {v:.3f} ({label} under bf16 autocast / bf16 matmul peak); goal >= 0.40: {verdict}")
-    print("why: a 128-wide model's matmuls are far too small to fill the matrix units (see the shaped matmul "
-          "above), and elementwise work (norms, rotary, softcap, softmax, optimizer) is not counted as FLOPs")
+        print(f"{r['model']:<6}{r['what']:<58}{r['dtype']:>10}{r['tokens'] / r['seconds']:>10,.0f}{f / 1e9:>9.1f}"
+              f"{100 * f / p['float32']:>10.1f}%" + (f"{100 * f / p['bfloat16']:>10.1f}%" if bf16 else ""))
+    for key, label in (("mfu_fp32_pretrain", "tiny pretraining"), ("mfu_fp32_ttt", "tiny TTT")):
+        v, goal = result[key], GOALS[key]
+        print(f"{key} = {v:.3f} ({label}, fp32, / fp32 matmul peak); goal >= {goal:.2f}: "
+              f"{'met' if v >= goal else 'NOT met'}")
+    print(f"pretrain_tok_s = {result['pretrain_tok_s']:,.0f} (tiny pretraining, fp32, trained tokens/s)")
+    print("why below the peak: a 128-wide model's matmuls are small (see the shaped matmul above), and elementwise "
+          "work (norms, rotary, softcap, softmax, optimizer) is not counted as FLOPs; the d12 rows show a wider model")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument("--steps", type=int, default=12, help="pretraining steps measured")
+    parser.add_argument("--steps", type=int, default=12, help="tiny pretraining steps measured")
     parser.add_argument("--peak-n", type=int, default=2048, help="matrix size of the peak matmul")
-    parser.add_argument("--edits", type=int, default=3, help="self-edits trained for the TTT rate")
+    parser.add_argument("--edits", type=int, default=3, help="self-edits trained for the tiny TTT rate")
     parser.add_argument("--n-max", type=int, default=16)
+    parser.add_argument("--d12-tokens", type=int, default=1024, help="tokens of the d12 pretraining step")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    standalone(run, args.threads, args.steps, args.peak_n, args.edits, args.n_max)
+    standalone(run, args.threads, args.steps, args.peak_n, args.edits, args.n_max, args.d12_tokens)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ A ladder of variants, each changing one thing from the row above, gives each fac
   2. + per-batch padding       the same, each batch padded to its own longest example
   3. + nanoseal stack          nanoseal's loop and engine on the same numpy-like text
   4. + compact grid text       = nanoseal's defaults
-  5. + bf16 autocast (option)  nanoseal with TTTConfig(dtype="bfloat16"): not a default on CPU, a proposal
+  5. + bf16 autocast (option)  nanoseal with TTTConfig(dtype="bfloat16"): not a default on CPU, a proposal; run
+                               only where the CPU has native bf16 (bench.common.bf16_native), else skipped, said why
 ttt_vs_peft = time(1) / time(4).
 
 The Llama-shaped row (`--family llama`): the same comparison, rows 1 and 4, on a random Llama-architecture model
@@ -50,6 +51,7 @@ import torch
 
 from bench.common import (
     bench_tokenizer,
+    bf16_native,
     demo_tasks,
     prior_self_edits,
     random_gpt,
@@ -273,6 +275,9 @@ def _measure(model, hf, tokenizer, family: str, n_tasks: int, n_edits: int, n_ma
              verbose: bool) -> dict:
     """The ladder's timings on one model pair (see run)."""
     variants = VARIANTS if family == "nanochat" else [VARIANTS[0], VARIANTS[3]]
+    native, bf16_why = bf16_native()  # without native bf16 the bf16 row crawls (0.09x of fp32): skipped, said why
+    skipped = {v[0]: bf16_why for v in variants if v[4] == "bfloat16" and not native}
+    variants = [v for v in variants if v[0] not in skipped]
     tasks = demo_tasks(n_tasks)
     edits = prior_self_edits(n_edits, seed)
     base = TTTConfig(n_max=n_max, max_seq_len=model.config.sequence_len)
@@ -306,7 +311,7 @@ def _measure(model, hf, tokenizer, family: str, n_tasks: int, n_edits: int, n_ma
         rows.append(row)
     ref, ours = rows[0]["total"], rows[-1 if family == "llama" else 3]["total"]
     result = {"ttt_vs_peft": ref / ours, "rows": rows, "n_tasks": n_tasks, "n_edits": n_edits, "n_max": n_max,
-              "family": family}
+              "family": family, "skipped": skipped}
     if verbose:
         print_table(result)
     return result
@@ -326,6 +331,8 @@ def print_table(result: dict) -> None:
         padded = "-" if r["padded"] is None else f"{r['padded']:,.0f}"
         print(f"{r['name']:<52}{r['train']:>9.2f}{r['eval']:>9.2f}{r['total']:>9.2f}{r['real']:>12,.0f}"
               f"{padded:>11}{step:>8}{ref / r['total']:>7.2f}x")
+    for name, why in result.get("skipped", {}).items():
+        print(f"{name:<52} SKIPPED: {why}")
     print("trained tok: tokens of the TTT examples x epochs; padded tok: positions computed (the reference's "
           "collator batches;\nnanoseal packs a step's examples into one row); 'step' = the row above's time / "
           "this row's")

@@ -1,6 +1,8 @@
 """The benchmarks measure like against like: SEAL's reference pipeline (PEFT + transformers) and nanoseal's
 compute the same loss and gradients on identical batches, packed TTT steps have no padding, demo phases add
-up. No timing assertions."""
+up, the decoding paths give the same tokens, the MFU FLOP counts follow their formulas; bf16 rows are skipped
+where bf16 is not native (no CPU flag, or slower than fp32 here), the flags line names any restriction, and the
+RATIOS line holds the six figures in order. No timing assertions."""
 
 import json
 import os
@@ -146,3 +148,61 @@ def test_mfu_pretraining_rate_counts_the_preset_batch():
     assert f"{rows} x {preset.sequence_len} tokens/step" in r["what"]
     assert 0 < r["tokens"] <= rows * preset.sequence_len  # one step: at most one batch of targets
     assert r["flops"] > 6 * r["tokens"] and r["seconds"] > 0
+
+
+def test_mfu_ttt_rate_counts_what_lora_training_computes():
+    from bench import mfu
+
+    r = mfu.ttt_rate("float32", n_edits=1, n_max=2)
+    assert r["model"] == "tiny" and r["tokens"] > 0 and r["seconds"] > 0
+    assert r["flops"] > 4 * 100_000 * r["tokens"]  # the tiny preset's blocks hold ~786k parameters
+
+
+def test_bf16_rows_skipped_without_native_bf16(monkeypatch):
+    from bench import common
+
+    measured = []
+    monkeypatch.setattr(common, "_BF16", None)
+    monkeypatch.setattr(common, "cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(common, "matmul_rate", lambda *a, **k: measured.append(a) or 1e9)
+    native, why = common.bf16_native()
+    assert not native and "avx512_bf16" in why and "amx_bf16" in why and not measured  # no flag: nothing timed
+    # the flag is there, but torch runs bf16 slower than fp32 (e.g. restricted to AVX2 kernels): not native either
+    rates = {torch.float32: 90e9, torch.bfloat16: 2e9}
+    monkeypatch.setattr(common, "_BF16", None)
+    monkeypatch.setattr(common, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.setattr(common, "matmul_rate", lambda dtype, *a, **k: rates[dtype])
+    native, why = common.bf16_native()
+    assert not native and "2 GFLOP/s" in why and "90 GFLOP/s" in why
+    rates[torch.bfloat16] = 400e9
+    monkeypatch.setattr(common, "_BF16", None)
+    assert common.bf16_native()[0]
+
+
+def test_isa_line_names_flags_and_restrictions(monkeypatch):
+    from bench import common
+
+    monkeypatch.setattr(common, "cpu_flags", lambda: {"avx2", "fma", "sse4_2", "avx512f", "amx_tile"})
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    line = common.isa_line()
+    assert "avx2" in line and "avx512f" in line and "amx_tile" in line and "sse4_2" not in line
+    assert "restricted by ONEDNN_MAX_CPU_ISA=AVX2" in line
+    assert torch.backends.cpu.get_cpu_capability() in line
+
+
+def test_decode_paths_agree_and_ratios_line():
+    pytest.importorskip("transformers")
+    from bench import all as bench_all
+    from bench import decode
+
+    r = decode.run(n_layer=2, n_embd=64, n_head=4, vocab_size=128, batch=2, prompt_len=12, new_tokens=6,
+                   repeats=1, verbose=False)
+    assert r["agree_nocache"] and r["agree_general"] and r["agree_hf"] == 1.0
+    assert r["decode_vs_hf"] > 0 and r["step_vs_general"] > 0
+    r = decode.run(n_layer=1, n_embd=32, n_head=2, vocab_size=64, batch=1, prompt_len=5, new_tokens=3, repeats=1,
+                   verbose=False, nocache=False)
+    assert r["agree_nocache"] is None and r["cache_vs_nocache"] is None and r["agree_general"]
+    line = bench_all.ratios_line(3.1, None, {"mfu_fp32_pretrain": 0.2, "mfu_fp32_ttt": 0.15,
+                                             "pretrain_tok_s": 5600.4}, 0.8)
+    assert line == ("RATIOS ttt_vs_peft=3.10 decode_vs_hf=nan mfu_fp32_pretrain=0.200 mfu_fp32_ttt=0.150 "
+                    "kbatch_vs_seq=0.80 pretrain_tok_s=5600")
