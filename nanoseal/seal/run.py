@@ -12,10 +12,15 @@ ARC answer grids), before and after; rounds/<i>/summary.json records both parts.
 Extension, off by default: `--reward continuous --top-k N` keeps, per task, the N valid self-edits with the
 best cell accuracy (ties: lower NLL) among those that beat the unadapted model, instead of SEAL's binary
 reward (for scales where exact solves are rare); results.json "extensions" and report.md say so.
+The update's size is the checkpoint's preset's (`--restem-recipe auto`; SEAL's 1B recipe by name: `seal`), and
+each round records how far it moved the policy (nanoseal.seal.update_size). `--curate` applies SEAL's curation
+to the training pool first (keep the tasks ICL fails and an oracle recipe solves, nanoseal.seal.curate).
 Evaluation (held-out tasks), methods as in the paper: icl (no adaptation), ttt_fixed (a fixed default
-recipe), ttt_selfedit_round0 (self-edits of the un-trained policy), seal (self-edits and TTT of the last
-round's policy) and oracle (best recipe of a grid: the upper bound). The same model writes the self-edits
-and is adapted by them.
+recipe), ttt_selfedit_round0 (self-edits of the un-trained policy), seal_round<r> (the policy after r rounds),
+seal (self-edits and TTT of the last round's policy) and oracle (best recipe of a grid: the upper bound). The
+same model writes the self-edits and is adapted by them. results.json holds every method's per-task scores and
+the curated held-out subset (ICL fails, an oracle recipe solves), which nanoseal.seal.effect turns into tables
+with intervals. The rows and the work items that write them live in nanoseal.seal.rows.
 
 Run directory: config.json, selfedits.jsonl (one row per self-edit or baseline attempt), events.jsonl +
 events.log, rounds/<i>/policy/ and rounds/<i>/summary.json, results.json. Every write is atomic or a
@@ -35,7 +40,6 @@ others; a collective that gets no answer fails after $NANOSEAL_DIST_TIMEOUT seco
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -65,8 +69,7 @@ from nanoseal.common import (
     get_base_dir,
     read_json_object,
 )
-from nanoseal.engine import Engine
-from nanoseal.logs import EventLog, append_lines, read_jsonl
+from nanoseal.logs import EventLog
 from nanoseal.lora import DEFAULT_TARGETS, SEAL_TARGETS
 from nanoseal.report import write_report
 from nanoseal.seal.curate import curate_rows
@@ -80,13 +83,21 @@ from nanoseal.seal.restem import (
     select_pairs,
     select_pairs_topk,
 )
-from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT, ORACLE_GRIDS, recipe_grid, sample_self_edits
+from nanoseal.seal.rows import (
+    Rows,
+    icl_group,
+    kept_edits,
+    per_task_success,
+    recipe_group,
+    selfedit_group,
+    summarise,
+)
+from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT, ORACLE_GRIDS, recipe_grid
 from nanoseal.seal.tasks import resolve_tasks
-from nanoseal.seal.ttt import TTTConfig, count_tokens_fn, run_ttt
+from nanoseal.seal.ttt import TTTConfig, count_tokens_fn
 from nanoseal.seal.update_size import field_distributions, sample_distribution, shift_summary
 
 METHODS = ("icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "oracle")  # plus seal_round<r> for 0 < r < rounds
-POLICY_METHODS = ("ttt_selfedit_round0", "seal")  # methods whose self-edits the policy samples
 RUN_CONFIG_KEYS = ("checkpoint", "source", "tasks", "eval_tasks", "rounds", "self_edits", "seed", "temperature",
                    "n_max", "max_views", "lora_rank", "restem_lr", "restem_epochs", "no_oracle", "dtype")
 # keys added later, with the value a run dir that predates them was run with (so such a run still resumes)
@@ -172,106 +183,10 @@ def reward_extensions(args: argparse.Namespace) -> list[dict]:
     return [{"name": "continuous_reward_topk", "k": args.top_k, "selection": TOPK_SELECTION}]
 
 
-def drop_partial_line(path: str) -> None:
-    """Cut a half-written last line (a crash mid-append) so the next append starts on a fresh line."""
-    if not os.path.exists(path):
-        return
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-class Rows:
-    """selfedits.jsonl: keyed rows, appended durably, never duplicated."""
-
-    def __init__(self, path: str):
-        self.path = path
-        drop_partial_line(path)
-        rows, _ = read_jsonl(path)
-        self.rows, self.keys = [], set()
-        for r in rows:
-            if tuple(r["key"]) not in self.keys:
-                self.keys.add(tuple(r["key"]))
-                self.rows.append(r)
-
-    def done(self, key_prefix: tuple, k: int) -> bool:
-        """Whether all k rows of a (phase, round, method, task) group are written."""
-        return all(key_prefix + (i,) in self.keys for i in range(k))
-
-    def add(self, new_rows: list[dict]) -> None:
-        """Append the rows not yet present, in one write."""
-        fresh = [r for r in new_rows if tuple(r["key"]) not in self.keys]
-        if fresh:
-            append_lines(self.path, [json.dumps(r, sort_keys=True) for r in fresh])
-            for r in fresh:
-                self.keys.add(tuple(r["key"]))
-                self.rows.append(r)
-
-    def select(self, phase: str, rnd: int, method: str) -> list[dict]:
-        """The rows of one phase/round/method."""
-        return [r for r in self.rows if r["key"][:3] == [phase, rnd, method]]
-
-
-def edit_row(key: tuple, sample: dict | None, result, seconds_sample: float = 0.0, base_nll=None) -> dict:
-    """One selfedits.jsonl row."""
-    edit = sample["self_edit"] if sample else None
-    return {
-        "key": list(key), "round": key[1], "method": key[2], "task": key[3], "k": key[4],
-        "raw": sample["raw"] if sample else None, "reason": sample["reason"] if sample else None,
-        "self_edit": edit.to_json() if edit is not None else None,
-        "reward": result.reward, "solved": result.solved, "cell_accuracy": round(result.cell_accuracy, 5),
-        "nll": result.nll, "base_nll": base_nll, "n_examples": result.n_examples, "steps": result.steps,
-        "loss_curve": result.loss_curve, "attempts": result.attempts, "skipped": result.skipped,
-        "seconds": {"sample": round(seconds_sample, 3), "ttt": round(result.seconds_ttt, 3),
-                    "eval": round(result.seconds_eval, 3)},
-    }
-
-
 def fits(model, tokenizer, task, style: str) -> bool:
     """Whether a task's test prompt fits the model's context with at least one demonstration."""
     count = count_tokens_fn(tokenizer)
     return all(few_shot_prompt(task, t, model.config.sequence_len, count, style).fits for t in range(len(task.test)))
-
-
-def selfedit_group(policy, tokenizer, task, key: tuple, K: int, args, ttt_cfg: TTTConfig, seed: int) -> list[dict]:
-    """Sample K self-edits from the policy for a task, TTT each on the policy, return K rows."""
-    t0 = time.time()
-    samples = sample_self_edits(Engine(policy, tokenizer), tokenizer, task, K, temperature=args.temperature,
-                                seed=seed, style=ttt_cfg.style, max_epochs=10)
-    sample_seconds = (time.time() - t0) / K
-    edits = [s["self_edit"] for s in samples]
-    results, base = run_ttt(policy, tokenizer, task, edits, ttt_cfg, seed=seed, include_base=True)
-    return [edit_row(key + (k,), samples[k], results[k], sample_seconds, base.nll) for k in range(K)]
-
-
-def recipe_group(model, tokenizer, task, key: tuple, recipes: list, ttt_cfg: TTTConfig, seed: int) -> list[dict]:
-    """TTT with fixed recipes (ttt_fixed, oracle): one row per recipe."""
-    results, base = run_ttt(model, tokenizer, task, recipes, ttt_cfg, seed=seed, include_base=True)
-    samples = [{"raw": r.canonical(), "self_edit": r, "reason": None} for r in recipes]
-    return [edit_row(key + (k,), samples[k], results[k], 0.0, base.nll) for k in range(len(recipes))]
-
-
-def icl_group(model, tokenizer, task, key: tuple, ttt_cfg: TTTConfig, seed: int) -> list[dict]:
-    """The un-adapted model's answer (in-context learning only): one row."""
-    _, base = run_ttt(model, tokenizer, task, [], ttt_cfg, seed=seed, include_base=True)
-    return [edit_row(key + (0,), None, base, 0.0, base.nll)]
-
-
-def summarise(rows: list[dict], tasks: list, per_task: int) -> dict:
-    """Success rate = correct (task, edit) pairs / (tasks x K); also tasks solved by any / by majority."""
-    by_task: dict[str, list[int]] = {t.id: [] for t in tasks}
-    for r in rows:
-        by_task.setdefault(r["task"], []).append(r["reward"])
-    n_pairs = len(tasks) * per_task
-    return {
-        "success_rate": sum(sum(v) for v in by_task.values()) / max(1, n_pairs),
-        "tasks_solved_any": sum(1 for v in by_task.values() if any(v)),
-        "tasks_solved_majority": sum(1 for v in by_task.values() if v and sum(v) * 2 > len(v)),
-        "n_tasks": len(tasks), "n_pairs": n_pairs,
-    }
 
 
 def load_round_policy(run_dir: str, rnd: int, device) -> torch.nn.Module | None:
@@ -360,26 +275,9 @@ def resolve_restem(args: argparse.Namespace, meta: dict) -> RestemConfig:
     return cfg
 
 
-def per_task_success(rows: list[dict], tasks: list, method: str) -> dict[str, float]:
-    """Each task's success: the share of its rows with reward 1 (oracle: 1.0 when any recipe solves it)."""
-    by_task: dict[str, list[int]] = {t.id: [] for t in tasks}
-    for r in rows:
-        if r["task"] in by_task:
-            by_task[r["task"]].append(r["reward"])
-    if method == "oracle":
-        return {t: float(any(v)) for t, v in by_task.items()}
-    return {t: sum(v) / len(v) if v else 0.0 for t, v in by_task.items()}
-
-
 def round_method(rnd: int, rounds: int) -> str:
     """The evaluation method of the policy after rnd ReST-EM rounds."""
     return "ttt_selfedit_round0" if rnd == 0 else "seal" if rnd == rounds else f"seal_round{rnd}"
-
-
-def kept_edits(round_rows: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
-    """The self-edit JSON of each kept (task, text) pair, from the round's rows."""
-    by_key = {(r["task"], (r["raw"] or "").strip()): r["self_edit"] for r in round_rows if r["self_edit"]}
-    return [by_key[p] for p in pairs if p in by_key]
 
 
 def run(args: argparse.Namespace) -> int:
