@@ -12,7 +12,6 @@ import torch
 
 from nanoseal.common import NanosealError
 from nanoseal.engine import KVCache
-from nanoseal.models.nanochat import GPTConfig
 from nanoseal.lora import (
     DEFAULT_TARGETS,
     SEAL_TARGETS,
@@ -40,6 +39,7 @@ from nanoseal.lora import (
     target_matches,
     unmerge_lora,
 )
+from nanoseal.models.nanochat import GPTConfig
 
 from conftest import make_tiny_model
 
