@@ -195,3 +195,24 @@ def test_seal_setup_flags_reach_ttt_and_evaluation(tmp_path, checkpoint):
     rows = read_rows(run_dir)
     assert len([r for r in rows if r["key"][0] == "train"]) == 2, "training tasks still take --self-edits"
     assert len([r for r in rows if r["key"][:3] == ["eval", 0, "seal"]]) == 2
+
+
+def test_curate_records_the_training_pool_and_the_held_out_subset(tmp_path, checkpoint):
+    run_dir = str(tmp_path / "run")
+    flags = [f for f in FLAGS if f != "--no-oracle"]
+    assert main(["seal", "--checkpoint", checkpoint, "--run-dir", run_dir, *flags, "--curate", "--oracle-grid",
+                 "prior"]) == 0
+    results = json.load(open(os.path.join(run_dir, "results.json")))
+    train = results["curation"]["train"]
+    assert train["pool"] == ["flip_lr-1"] and train["ttt_runs"] == 1 + 10
+    assert set(train["kept"]) | set(train["dropped"]) == set(train["pool"]) and train["seconds"] > 0
+    # a random tiny model solves nothing: every candidate is dropped because no recipe solves it
+    assert train["kept"] == [] and set(train["dropped"].values()) == {"no recipe of the oracle grid solves it"}
+    assert results["rounds"][0]["n_tasks"] == 0 and results["rounds"][0]["skipped"]
+    held = results["curation"]["eval"]
+    assert held["pool"] == ["flip_ud-5", "transpose-3"] and results["curated"]["seal"]["n_tasks"] == len(held["kept"])
+    rows = read_rows(run_dir)
+    assert len([r for r in rows if r["key"][0] == "curate"]) == 11
+    assert main(["seal", "--checkpoint", checkpoint, "--run-dir", run_dir, *flags, "--curate", "--oracle-grid",
+                 "prior"]) == 0  # resumes: nothing redone
+    assert len(read_rows(run_dir)) == len(rows)

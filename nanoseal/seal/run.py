@@ -352,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
             record["seconds"] = round(sum(sum(r["seconds"].values()) for r in cur_rows), 1)
             record["ttt_runs"] = len(cur_rows)
             log.log(f"curation: kept {len(record['kept'])} of {len(train_tasks)} training tasks "
-                    f"({record['seconds']:.0f}s of TTT and evaluation)", db_phase="curate")
+                    f"({record['seconds']:.0f}s of TTT and evaluation)", db_phase="eval")
         record = dist.broadcast_object(record)
         curation["train"] = record
         keep = set(record["kept"])
