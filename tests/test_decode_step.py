@@ -95,3 +95,12 @@ def test_greedy_tokens_equal_with_and_without_the_fast_step():
     finally:
         nanochat_decode.ENABLED = True
     assert fast == slow and all(len(row) == 24 for row in fast)
+
+
+def test_fast_step_without_the_fused_qkv_copy(monkeypatch):
+    monkeypatch.setattr(nanochat_decode, "FUSE_QKV_MAX_BYTES", 0)  # as for a large model: three matmuls
+    model = random_model(seed=4)
+    idx = torch.randint(0, 300, (2, 20))
+    torch.testing.assert_close(decode_logits(model, idx, 12, True), decode_logits(model, idx, 12, False),
+                               rtol=1e-5, atol=1e-5)
+    assert "_decode_qkv" not in model.transformer.h[0].attn.__dict__

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-FUSE_QKV_MAX_BYTES = 64 * 2**20  # above this the concatenated q/k/v copies cost more memory than the calls save
+FUSE_QKV_MAX_BYTES = 4 * 2**20  # per layer: small models only, where a call costs more than its arithmetic (d12: 7 MB)
 ENABLED = True
 
 
@@ -38,19 +38,25 @@ def applies(model, idx: torch.Tensor, cache) -> bool:
 
 
 def _tables(model, dtype: torch.dtype) -> tuple:
-    """What every step reuses, built once per dtype: full-width rotary tables cos|cos, sin|-sin (Tmax, D), the
-    swap-halves permutation (D, D), the averaging columns 1/C (C, 1) and 1/D (D, 1), and rms_norm's eps."""
-    key = (model.cos.data_ptr(), dtype)
+    """What every step reuses, built once per dtype and device: the swap-halves permutation (D, D), the averaging
+    columns 1/C (C, 1) and 1/D (D, 1), and rms_norm's eps."""
+    key = (model.cos.device, dtype)
     cached = getattr(model, "_decode_tables", None)
     if cached is None or cached[0] != key:
-        cos, sin = model.cos[0, :, 0].to(dtype), model.sin[0, :, 0].to(dtype)  # (Tmax, D/2)
-        d, C = cos.size(-1), model.config.n_embd
-        kw = dict(dtype=dtype, device=cos.device)
-        swap = torch.eye(2 * d, **kw).roll(d, 0)  # x @ swap = swap_halves(x)
-        cached = (key, torch.cat([cos, cos], -1), torch.cat([sin, -sin], -1), swap, torch.full((C, 1), 1 / C, **kw),
-                  torch.full((2 * d, 1), 1 / (2 * d), **kw), torch.tensor([torch.finfo(dtype).eps], **kw))
+        D, C = 2 * model.cos.size(-1), model.config.n_embd
+        kw = dict(dtype=dtype, device=model.cos.device)
+        swap = torch.eye(D, **kw).roll(D // 2, 0)  # x @ swap = swap_halves(x)
+        cached = (key, swap, torch.full((C, 1), 1 / C, **kw), torch.full((D, 1), 1 / D, **kw),
+                  torch.tensor([torch.finfo(dtype).eps], **kw))
         model._decode_tables = cached
     return cached[1:]
+
+
+def _rotation(model, pos: int, swap: torch.Tensor) -> torch.Tensor:
+    """(D, D) matrix M with x @ M = x * (cos|cos) + swap_halves(x) * (sin|-sin) at position pos (the general
+    forward's rotary), so rotary is one small matmul per layer."""
+    cos, sin = model.cos[0, pos, 0].to(swap.dtype), model.sin[0, pos, 0].to(swap.dtype)  # (D/2,)
+    return torch.diag(torch.cat([cos, cos])).addcmul_(swap, torch.cat([sin, -sin]))
 
 
 def _norm(x: torch.Tensor, mean_col: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -84,8 +90,8 @@ def decode_one(model, idx: torch.Tensor, cache) -> torch.Tensor:
     pos, kv = cache.pos, cache.kv_cache  # kv: (L, 2, B, Hkv, Tmax, D)
     t1, n_qk = pos + 1, H + Hkv
     x = model.transformer.wte(idx).view(B, C)  # (B, C)
-    cos2, sin2, swap, mean_c, mean_d, eps = _tables(model, x.dtype)
-    rot = torch.diag(cos2[pos]).addcmul_(swap, sin2[pos])  # (D, D): x @ rot = x * cos2 + swap_halves(x) * sin2
+    swap, mean_c, mean_d, eps = _tables(model, x.dtype)
+    rot = _rotation(model, pos, swap)  # (D, D)
     x = _norm(x, mean_c, eps)
     if arch.smear:
         x = model._smear(x.view(B, 1, C), cache, None).view(B, C)
