@@ -4,8 +4,8 @@ The nanochat GPT's one-token decoding step with a KV cache, in about 0.6 of the 
 A decode step of a small model is hundreds of tiny ops whose cost is the call, not the arithmetic (the tiny
 preset's general forward dispatches ~950 aten ops, nested ones included): this step computes the same function as
 `GPT.forward(idx, kv_cache=cache)` for idx (B, 1) in ~590:
-- q, k and v from one matmul when c_q, c_k, c_v are plain nn.Linear (their weights concatenated once and kept
-  until a weight changes: its storage or version counter moves), else from the three modules (LoRA layers)
+- q, k and v from one matmul when c_q, c_k, c_v are plain nn.Linear of a small model (their weights concatenated
+  once and kept until a weight changes: its storage or version counter moves), else from the three modules
 - rotary as one (D, D) matmul per layer with the position's rotation matrix (built once per step), then one
   QK norm for q and k together
 - RMSNorm in four ops, the mean of squares as a matmul by a 1/C column (F.rms_norm is eight on CPU)
