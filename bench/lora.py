@@ -26,7 +26,6 @@ import time
 import torch
 
 from nanoseal.common import autocast_ctx, autodetect_device
-from nanoseal.models.nanochat import GPT, GPTConfig
 from nanoseal.lora import (
     MultiAdapterAdamW,
     adapter_optimizer,
@@ -36,6 +35,7 @@ from nanoseal.lora import (
     per_adapter_loss,
     reset_adapter,
 )
+from nanoseal.models.nanochat import GPT, GPTConfig
 
 
 def sync(device: torch.device) -> None:
