@@ -401,7 +401,7 @@ def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) 
             else "SEAL's binary reward (reward 1)"
         md += [f"n_pairs: (task, self-edit) pairs sampled; n_kept: pairs kept for ReST-EM by {kept_by}; "
                "ReST-EM loss: mean behaviour-cloning loss of the last epoch.", ""]
-        held = [m for m in _method_order(methods) if m == "ttt_selfedit_round0" or m.startswith("seal")]
+        held = [m for m in _method_order(methods) if m in ("ttt_selfedit_round0", "seal") or m.startswith("seal_round")]
         md += ["Held-out success of the policy after each round: "
                + ", ".join(f"{effect_label(m)} {_pct(methods[m].get('success_rate'))}" for m in held) + ".", ""]
         md += ["Policy shift: mean over the self-edit fields of the total-variation distance between the "

@@ -42,15 +42,17 @@ def test_seal_run_writes_everything_and_resumes(tmp_path, checkpoint, capsys):
     run_dir = str(tmp_path / "run")
     assert main(["seal", "--checkpoint", checkpoint, "--run-dir", run_dir, *FLAGS]) == 0
     results = json.load(open(os.path.join(run_dir, "results.json")))
-    assert set(results["methods"]) == {"icl", "ttt_fixed", "ttt_selfedit_round0", "seal"}
+    assert set(results["methods"]) == {"icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "seal_edits_round0_model"}
     for s in results["methods"].values():
         assert s["n_tasks"] == 2 and 0.0 <= s["success_rate"] <= 1.0
     assert results["methods"]["seal"]["n_pairs"] == 4
     rows = read_rows(run_dir)
     keys = [tuple(r["key"]) for r in rows]
     assert len(keys) == len(set(keys))
-    # train: 1 task x 2 edits; eval: 2 tasks x (icl 1 + fixed 1 + round0 2 + seal 2)
-    assert len(rows) == 2 + 2 * 6
+    # train: 1 task x 2 edits; eval: 2 tasks x (icl 1 + fixed 1 + round0 2 + seal 2 + seal's edits on round 0 2)
+    assert len(rows) == 2 + 2 * 8
+    same = {(r["task"], r["k"]): r["raw"] for r in rows if r["key"][:3] == ["eval", 0, "seal"]}
+    assert same == {(r["task"], r["k"]): r["raw"] for r in rows if r["method"] == "seal_edits_round0_model"}
     assert all(r["reward"] in (0, 1) for r in rows)
     assert os.path.exists(os.path.join(run_dir, "rounds", "1", "policy", "model_000000.pt"))
     assert results["extensions"] == [] and results["config"]["reward"] == "binary"

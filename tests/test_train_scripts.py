@@ -93,7 +93,8 @@ def test_demo_micro_writes_results_and_report(tmp_path, monkeypatch, capsys):
     assert main(argv) == 0
     results = json.load(open(os.path.join(run_dir, "results.json")))
     # two ReST-EM rounds by default: the policy after round 1 is evaluated too
-    assert set(results["methods"]) == {"icl", "ttt_fixed", "ttt_selfedit_round0", "seal_round1", "seal", "oracle"}
+    assert set(results["methods"]) == {"icl", "ttt_fixed", "ttt_selfedit_round0", "seal_round1", "seal",
+                                       "seal_edits_round0_model", "oracle"}
     assert len(results["rounds"]) == 2 and set(results["per_task"]) == set(results["methods"])
     assert "curated" in results and results["curation"]["eval"]["pool"]
     assert results["methods"]["seal"]["n_tasks"] == len(get_preset("micro").family_names())

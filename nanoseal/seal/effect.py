@@ -16,10 +16,12 @@ from collections import defaultdict
 
 from nanoseal.stats import fmt_ci, mean_ci, paired_diff_ci
 
-PAIRS = (("seal", "ttt_selfedit_round0"), ("seal", "icl"), ("ttt_selfedit_round0", "icl"), ("oracle", "seal"))
-ORDER = ("icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "oracle")
+PAIRS = (("seal", "ttt_selfedit_round0"), ("seal", "icl"), ("ttt_selfedit_round0", "icl"), ("oracle", "seal"),
+         ("seal_edits_round0_model", "ttt_selfedit_round0"), ("seal", "seal_edits_round0_model"))
+ORDER = ("icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "seal_edits_round0_model", "oracle")
 LABELS = {"icl": "ICL (no adaptation)", "ttt_fixed": "TTT, fixed recipe",
           "ttt_selfedit_round0": "TTT, un-trained self-edits", "seal": "SEAL (trained policy)",
+          "seal_edits_round0_model": "SEAL's self-edits, un-trained model adapted",
           "oracle": "Oracle (best recipe)"}
 SETTING_KEYS = ("learning_rate", "num_train_epochs", "strategy", "use_basic_augmentations", "use_size_augmentations",
                 "use_chain_augmentations", "use_repeat_augmentations")
@@ -137,7 +139,8 @@ def learned_markdown(rows: list[dict]) -> str:
     held = {}
     for r in rows:
         key = r.get("key") or []
-        if key[:1] == ["eval"] and (key[2] == "ttt_selfedit_round0" or str(key[2]).startswith("seal")):
+        if key[:1] == ["eval"] and (key[2] == "ttt_selfedit_round0" or key[2] == "seal"
+                                    or str(key[2]).startswith("seal_round")):
             held.setdefault(key[2], []).append(r)
     md = ["Success rate by setting on the training tasks (solved / valid self-edits) — what the reward favoured:", ""]
     for name, g in groups.items():

@@ -78,14 +78,15 @@ def edit_row(key: tuple, sample: dict | None, result, seconds_sample: float = 0.
     }
 
 
-def selfedit_group(policy, tokenizer, task, key: tuple, K: int, args, ttt_cfg: TTTConfig, seed: int) -> list[dict]:
-    """Sample K self-edits from the policy for a task, TTT each on the policy, return K rows."""
+def selfedit_group(policy, tokenizer, task, key: tuple, K: int, args, ttt_cfg: TTTConfig, seed: int,
+                   adapted=None) -> list[dict]:
+    """Sample K self-edits from the policy for a task, TTT each on the policy (or on `adapted`), return K rows."""
     t0 = time.time()
     samples = sample_self_edits(Engine(policy, tokenizer), tokenizer, task, K, temperature=args.temperature,
                                 seed=seed, style=ttt_cfg.style, max_epochs=10)
     sample_seconds = (time.time() - t0) / K
     edits = [s["self_edit"] for s in samples]
-    results, base = run_ttt(policy, tokenizer, task, edits, ttt_cfg, seed=seed, include_base=True)
+    results, base = run_ttt(adapted or policy, tokenizer, task, edits, ttt_cfg, seed=seed, include_base=True)
     return [edit_row(key + (k,), samples[k], results[k], sample_seconds, base.nll) for k in range(K)]
 
 

@@ -98,6 +98,9 @@ from nanoseal.seal.ttt import TTTConfig, count_tokens_fn
 from nanoseal.seal.update_size import field_distributions, sample_distribution, shift_summary
 
 METHODS = ("icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "oracle")  # plus seal_round<r> for 0 < r < rounds
+# SEAL's policy writes the self-edits, the un-trained model is adapted: what better self-edits alone are worth, apart
+# from what the ReST-EM update did to the model's own answers (seal - this = the weight change's share)
+EDITS_ON_ROUND0 = "seal_edits_round0_model"
 RUN_CONFIG_KEYS = ("checkpoint", "source", "tasks", "eval_tasks", "rounds", "self_edits", "seed", "temperature",
                    "n_max", "max_views", "lora_rank", "restem_lr", "restem_epochs", "no_oracle", "dtype")
 # keys added later, with the value a run dir that predates them was run with (so such a run still resumes)
@@ -428,6 +431,8 @@ def run(args: argparse.Namespace) -> int:
     methods = {"icl": (round0, 1), "ttt_fixed": (round0, 1)}
     for r in range(args.rounds + 1):  # the policy after every round: round 0 (un-trained) ... SEAL (the last)
         methods[round_method(r, args.rounds)] = (round_policies[r], K_eval)
+    if args.rounds:  # the last policy's self-edits on the un-trained model: better self-edits alone, no weight change
+        methods[EDITS_ON_ROUND0] = (round_policies[args.rounds], K_eval)
     if grid:
         methods["oracle"] = (round0, len(grid))
 
@@ -441,6 +446,8 @@ def run(args: argparse.Namespace) -> int:
             return recipe_group(m, tokenizer, task, key, [DEFAULT_SELF_EDIT], ttt_cfg, seed)
         if method == "oracle":
             return recipe_group(m, tokenizer, task, key, grid, ttt_cfg, seed)
+        if method == EDITS_ON_ROUND0:  # the seal method's seed: the very self-edits of its rows, adapting round 0
+            return selfedit_group(m, tokenizer, task, key, K_eval, args, ttt_cfg, seed, adapted=round0)
         return selfedit_group(m, tokenizer, task, key, K_eval, args, ttt_cfg, seed)
 
     remaining = [0] * len(eval_tasks)  # rank 0: pending items per task, to log each task once it is complete
