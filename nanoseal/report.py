@@ -246,7 +246,7 @@ def plot_success_per_round(rounds: list[dict], methods: dict, path: str) -> None
     _save_fig(fig, path)
 
 
-def plot_selfedit_settings(settings: dict[int, dict], path: str) -> None:
+def plot_selfedit_settings(settings: dict[str, dict], path: str) -> None:
     """Four panels: augmentation flag fractions, strategy split, learning-rate and epochs histograms per round."""
     from matplotlib.figure import Figure
 

@@ -232,7 +232,7 @@ def test_seal_completes_a_round_on_a_llama_folder(hf_folders, tmp_path):
     assert main(flags) == 0
     with open(os.path.join(run_dir, "results.json")) as f:
         results = json.load(f)
-    assert set(results["methods"]) == {"icl", "ttt_fixed", "ttt_selfedit_round0", "seal"}
+    assert set(results["methods"]) == {"icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "seal_edits_round0_model"}
     with open(os.path.join(run_dir, "selfedits.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     policy_rows = [r for r in rows if r["method"] in ("seal", "ttt_selfedit_round0")]

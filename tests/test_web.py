@@ -431,7 +431,8 @@ def test_run_endpoints_show_the_real_run(client, world):
     assert runs["runs"][0]["policies"] == [1]
     s = client.get("/api/runs/demo").json()
     assert s["status"] == "finished" and s["config"]["tasks"] == "flip_lr-6" and s["policies"] == [1]
-    assert [m["method"] for m in s["methods"]] == ["icl", "ttt_selfedit_round0", "ttt_fixed", "seal"]
+    assert [m["method"] for m in s["methods"]] == ["icl", "ttt_selfedit_round0", "ttt_fixed", "seal",
+                                                    "seal_edits_round0_model"]
     for m in s["methods"]:
         assert {k: m[k] for k in results["methods"][m["method"]]} == results["methods"][m["method"]]
     assert s["rounds"] == results["rounds"]
@@ -440,14 +441,14 @@ def test_run_endpoints_show_the_real_run(client, world):
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG") and png.headers["content-type"] == "image/png"
     rows = load_selfedits(run_dir)
     page = client.get("/api/runs/demo/selfedits").json()
-    assert page["total"] == len(rows) == 5 and page["tasks"] == ["flip_lr-6", "flip_ud-8"]
+    assert page["total"] == len(rows) == 6 and page["tasks"] == ["flip_lr-6", "flip_ud-8"]  # + SEAL's edit on round 0
     assert [r["key"] for r in page["rows"]] == [r["key"] for r in rows]
     assert [r["reward"] for r in page["rows"]] == [r["reward"] for r in rows]
     fixed = next(r for r in page["rows"] if r["method"] == "ttt_fixed")
     assert fixed["self_edit"]["training"]["num_train_epochs"] >= 1  # the fixed recipe is a valid self-edit
     one = client.get("/api/runs/demo/selfedits", params={"task": "flip_lr-6", "limit": 1}).json()
     assert one["total"] == 1 and one["rows"][0]["phase"] == "train"
-    assert client.get("/api/runs/demo/selfedits", params={"phase": "eval"}).json()["total"] == 4
+    assert client.get("/api/runs/demo/selfedits", params={"phase": "eval"}).json()["total"] == 5
     for params in ({"limit": 0}, {"limit": 1001}, {"offset": -1}):
         assert client.get("/api/runs/demo/selfedits", params=params).status_code == 400
     report = client.get("/api/runs/demo/report")

@@ -14,6 +14,7 @@ so equal ids of different runs stay different tasks) and the intervals are over 
 
 from collections import defaultdict
 
+from nanoseal.seal.update_size import FIELDS, edit_fields
 from nanoseal.stats import fmt_ci, mean_ci, paired_diff_ci
 
 PAIRS = (("seal", "ttt_selfedit_round0"), ("seal", "icl"), ("ttt_selfedit_round0", "icl"), ("oracle", "seal"),
@@ -23,8 +24,6 @@ LABELS = {"icl": "ICL (no adaptation)", "ttt_fixed": "TTT, fixed recipe",
           "ttt_selfedit_round0": "TTT, un-trained self-edits", "seal": "SEAL (trained policy)",
           "seal_edits_round0_model": "SEAL's self-edits, un-trained model adapted",
           "oracle": "Oracle (best recipe)"}
-SETTING_KEYS = ("learning_rate", "num_train_epochs", "strategy", "use_basic_augmentations", "use_size_augmentations",
-                "use_chain_augmentations", "use_repeat_augmentations")
 
 
 def method_order(methods) -> list[str]:
@@ -107,21 +106,13 @@ def effect_markdown(runs: list[dict]) -> str:
     return "\n".join(md) + "\n"
 
 
-def edit_settings(edit: dict) -> dict:
-    """The flat settings of a self-edit in SEAL's nested JSON form."""
-    dg, tr = edit.get("data_generation") or {}, edit.get("training") or {}
-    out = {k: tr.get(k) for k in SETTING_KEYS[:3]}
-    out.update({k: bool(dg.get(k)) for k in SETTING_KEYS[3:]})
-    return out
-
-
 def success_by_setting(rows: list[dict]) -> dict[str, dict[str, tuple[int, int]]]:
     """{setting: {value: (solved, valid edits)}} over rows with a valid self-edit."""
-    out: dict[str, dict[str, list[int]]] = {k: defaultdict(lambda: [0, 0]) for k in SETTING_KEYS}
+    out: dict[str, dict[str, list[int]]] = {k: defaultdict(lambda: [0, 0]) for k in FIELDS}
     for r in rows:
         if not r.get("self_edit"):
             continue
-        for k, v in edit_settings(r["self_edit"]).items():
+        for k, v in edit_fields(r["self_edit"]).items():
             cell = out[k][f"{v:g}" if isinstance(v, float) else str(v)]
             cell[0] += r.get("reward") == 1
             cell[1] += 1
