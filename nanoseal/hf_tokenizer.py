@@ -35,6 +35,7 @@ import os
 from datetime import datetime
 
 from nanoseal.common import NanosealError, read_json_object
+from nanoseal.tokenizer import with_specials
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -180,12 +181,7 @@ class HFTokenizer:
             rows, single = [e.ids for e in self.plain.encode_batch(text, add_special_tokens=False)], False
         else:
             raise TypeError(f"encode expects a str or a list of str, got {type(text).__name__}")
-        for ids in rows:
-            if prepend_id is not None:
-                ids.insert(0, prepend_id)
-            if append_id is not None:
-                ids.append(append_id)
-        return rows[0] if single else rows
+        return with_specials(rows, single, prepend_id, append_id)
 
     def __call__(self, *args, **kwargs):
         """Same as encode."""

@@ -182,6 +182,18 @@ def load_token_bytes(directory: str, device: torch.device | str = "cpu") -> torc
 # -----------------------------------------------------------------------------
 
 
+def with_specials(rows: list[list[int]], single: bool, prepend_id: int | None,
+                  append_id: int | None) -> list[int] | list[list[int]]:
+    """Each row of token ids with prepend_id in front and append_id at the end (None: not added); one row back for a
+    single text. Shared by every tokenizer's encode."""
+    for ids in rows:
+        if prepend_id is not None:
+            ids.insert(0, prepend_id)
+        if append_id is not None:
+            ids.append(append_id)
+    return rows[0] if single else rows
+
+
 class Tokenizer:
     """nanochat's RustBPETokenizer: a tiktoken Encoding (fast inference) trained with rustbpe."""
 
@@ -268,12 +280,7 @@ class Tokenizer:
             rows, single = self.enc.encode_ordinary_batch(text, num_threads=num_threads), False
         else:
             raise TypeError(f"encode expects a str or a list of str, got {type(text).__name__}")
-        for ids in rows:
-            if prepend_id is not None:
-                ids.insert(0, prepend_id)
-            if append_id is not None:
-                ids.append(append_id)
-        return rows[0] if single else rows
+        return with_specials(rows, single, prepend_id, append_id)
 
     def __call__(self, *args, **kwargs):
         """Same as encode."""
