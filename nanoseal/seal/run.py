@@ -258,7 +258,7 @@ def resolve_restem(args: argparse.Namespace, meta: dict) -> RestemConfig:
 
     recipe = args.restem_recipe
     if recipe == "auto":
-        preset = (meta.get("preset") or {}).get("name") if isinstance(meta.get("preset"), dict) else None
+        preset = meta["preset"].get("name") if isinstance(meta.get("preset"), dict) else None
         recipe = preset if preset in PRESETS and PRESETS[preset].restem else "seal"
     if recipe in PRESETS:
         if not PRESETS[recipe].restem:

@@ -30,6 +30,7 @@ from nanoseal.common import NanosealError, atomic_write_json, autodetect_device,
 from nanoseal.engine import Engine
 from nanoseal.logs import read_jsonl
 from nanoseal.seal.restem import restem_config, restem_update, select_pairs
+from nanoseal.seal.rows import kept_edits
 from nanoseal.seal.selfedit import sample_self_edits
 from nanoseal.seal.tasks import resolve_tasks
 
@@ -121,8 +122,7 @@ def measure(run_dir: str, sizes: list[tuple[int, float, int]], n_per_task: int, 
                                      source=config.get("source"))
     train_tasks = {t.id: t for t in resolve_tasks(config["tasks"])}
     held_out = resolve_tasks(config["eval_tasks"])
-    kept_edits = [r["self_edit"] for r in rows if r.get("reward") == 1 and r.get("self_edit") is not None]
-    kept = field_distributions(kept_edits)
+    kept = field_distributions(kept_edits(rows, pairs))  # what the update clones, as `nanoseal seal` measures it
     seed = 12345
     before = sample_distribution(model, tokenizer, held_out, n_per_task, seed)
     out = []
