@@ -197,3 +197,14 @@ def test_full_fine_tuning_update_moves_every_weight_and_lowers_the_pairs_nll(tok
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert "transformer.wte.weight" in changed and len(changed) == len(before), "every weight trains"
     assert not lora_layers(model)
+
+
+def test_min_steps_runs_more_epochs_when_few_pairs_are_kept(tokenizer):
+    tasks = {f"t{i}": make_task("flip_lr", i, min_side=2, max_side=3) for i in range(3)}
+    pairs = [(t, EDIT) for t in tasks]  # 3 docs, batch 2: 2 steps an epoch
+    for min_steps, steps, epochs in ((0, 2, 1), (5, 6, 3), (1, 2, 1)):
+        model = make_tiny_model(vocab_size=tokenizer.get_vocab_size(), sequence_len=2048)
+        cfg = RestemConfig(rank=4, alpha=8, learning_rate=1e-3, epochs=1, batch_size=2, min_steps=min_steps)
+        summary = restem_update(model, tokenizer, tasks, pairs, cfg, seed=0)
+        assert summary["steps"] == steps and len(summary["loss_curve"]) == steps, (min_steps, summary["steps"])
+        assert summary["update"]["epochs"] == epochs and summary["update"]["min_steps"] == min_steps

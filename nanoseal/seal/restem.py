@@ -61,6 +61,7 @@ class RestemConfig:
     learning_rate: float = 5e-5
     epochs: int = 8
     batch_size: int = 5
+    min_steps: int = 0  # at least this many optimizer steps: few kept pairs run more epochs (0: epochs as given)
     warmup_frac: float = 0.1
     max_grad_norm: float = 1.0
     style: str = "compact"
@@ -257,13 +258,14 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
             params = apply_lora(model, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets))
     opt = adapter_optimizer(params, lr=cfg.learning_rate)
     per_epoch = math.ceil(len(docs) / cfg.batch_size)
-    total = per_epoch * cfg.epochs
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch))  # (B) batches a step; few pairs: more epochs
+    total = per_epoch * epochs
     warmup = int(cfg.warmup_frac * total)
     step = 0
     world, rank = dist.world_size(), dist.rank()
     model.train()
     try:
-        for _ in range(cfg.epochs):
+        for _ in range(epochs):
             order = list(range(len(docs)))
             rng.shuffle(order)
             for i in range(0, len(order), cfg.batch_size):
@@ -302,8 +304,8 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
     pairs_after = loss_sum(model, docs, pad_id, cfg.dtype)
     summary["pairs_nll"] = {"before": round(pairs_before[0] / max(1, pairs_before[1]), 5),
                             "after": round(pairs_after[0] / max(1, pairs_after[1]), 5), "tokens": pairs_before[1]}
-    summary["update"] = {"rank": cfg.rank, "learning_rate": cfg.learning_rate, "epochs": cfg.epochs,
-                         "batch_size": cfg.batch_size}
+    summary["update"] = {"rank": cfg.rank, "learning_rate": cfg.learning_rate, "epochs": epochs,
+                         "batch_size": cfg.batch_size, "min_steps": cfg.min_steps}
     if probe:
         after = probe_losses(model, probe, pad_id, cfg.dtype)
         summary["forgetting"] = forgetting_summary(before, after, {n: len(d) for n, d in probe.items()},

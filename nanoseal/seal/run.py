@@ -106,7 +106,8 @@ RUN_CONFIG_KEYS = ("checkpoint", "source", "tasks", "eval_tasks", "rounds", "sel
 # keys added later, with the value a run dir that predates them was run with (so such a run still resumes)
 LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0, "oracle_grid": "seal", "restem_rank": None,
                          "restem_recipe": "seal", "curate": False, "shift_samples": 0, "eval_self_edits": None,
-                         "lora_alpha": None, "ttt_targets": "default", "grid_style": "compact"}
+                         "lora_alpha": None, "ttt_targets": "default", "grid_style": "compact",
+                         "restem_min_steps": None}
 SHIFT_PROMPTS = 16  # held-out self-edit prompts the per-round policy shift is measured on
 DIE_AFTER_ENV = "NANOSEAL_TEST_DIE_AFTER"  # tests only: see die_hook
 _items_done = [0]  # work items this process has finished (for die_hook)
@@ -142,6 +143,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                              "(SEAL's 1B recipe: LoRA r=16, lr 5e-5, 8 epochs), or a preset name")
     parser.add_argument("--restem-lr", type=LEARNING_RATE, default=None, help="override the recipe's learning rate")
     parser.add_argument("--restem-epochs", type=POSITIVE_INT, default=None, help="override the recipe's epochs")
+    parser.add_argument("--restem-min-steps", type=NON_NEGATIVE_INT, default=None,
+                        help="override the recipe's least number of update steps (few kept pairs run more epochs)")
     parser.add_argument("--restem-rank", type=NON_NEGATIVE_INT, default=None,
                         help="override the recipe's LoRA rank (0 = full fine-tuning)")
     parser.add_argument("--curate", action="store_true",
@@ -270,7 +273,7 @@ def resolve_restem(args: argparse.Namespace, meta: dict) -> RestemConfig:
         raise NanosealError(f"--restem-recipe {recipe!r}: expected auto, {', '.join(RESTEM_RECIPES)} or a preset "
                             f"({', '.join(p for p in PRESETS if PRESETS[p].restem)})")
     cfg = restem_config(fields, rank=args.restem_rank, learning_rate=args.restem_lr, epochs=args.restem_epochs,
-                        style=args.grid_style, dtype=args.dtype)
+                        min_steps=args.restem_min_steps, style=args.grid_style, dtype=args.dtype)
     if cfg.rank < 0 or cfg.epochs < 1 or not (0 < cfg.learning_rate < 1):
         raise NanosealError(f"ReST-EM update: rank must be >= 0, epochs >= 1 and 0 < lr < 1; got rank {cfg.rank}, "
                             f"epochs {cfg.epochs}, lr {cfg.learning_rate}")
