@@ -26,7 +26,7 @@ import os
 import time
 
 from nanoseal import dist
-from nanoseal.arc.gen import instance_id
+from nanoseal.arc.gen import EVAL_FAMILIES, feasible_families, instance_id
 from nanoseal.argtypes import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED, OneLineParser, int_in
 from nanoseal.common import autodetect_device, get_base_dir, print0
 from nanoseal.seal import run as seal_run
@@ -46,19 +46,25 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_common_args(parser)
     parser.add_argument("--tasks", default="gen", choices=["gen", "seal-arc"],
                         help="gen: procedural tasks; seal-arc: SEAL's 12 training / 10 evaluation ARC-AGI-1 tasks")
+    parser.add_argument("--families", default="held-out", choices=["held-out", "preset"],
+                        help="held-out: the families no preset trains on (nanoseal.arc.gen.EVAL_FAMILIES; training and "
+                             "held-out tasks are different instances of them); preset: the preset's own families")
     parser.add_argument("--run-dir", default=None, help="default: <base>/runs/demo-<timestamp>")
     parser.add_argument("--rounds", type=NON_NEGATIVE_INT, default=2, help="ReST-EM rounds")
-    parser.add_argument("--self-edits", type=POSITIVE_INT, default=6, help="K self-edits per task")
+    parser.add_argument("--self-edits", type=POSITIVE_INT, default=12, help="K self-edits per training task (SEAL: 15)")
     parser.add_argument("--train-tasks", type=POSITIVE_INT, default=2, help="training instances per family")
-    parser.add_argument("--eval-tasks", type=POSITIVE_INT, default=3, help="held-out instances per family")
-    parser.add_argument("--eval-self-edits", type=POSITIVE_INT, default=4,
+    parser.add_argument("--eval-tasks", type=POSITIVE_INT, default=2, help="held-out instances per family")
+    parser.add_argument("--eval-self-edits", type=POSITIVE_INT, default=3,
                         help="self-edits each policy samples per held-out task (SEAL: 5)")
+    parser.add_argument("--split-weight-change", action="store_true",
+                        help="also adapt the un-trained model with SEAL's self-edits (a held-out row that splits SEAL's "
+                             "difference into the self-edits' and the weight change's share)")
     parser.add_argument("--max-views", type=int_in(1, 7), default=None, help="inference views (default all 7)")
     parser.add_argument("--oracle-grid", default="prior", choices=["seal", "prior"],
                         help="prior: 10 recipes (default, cheap); seal: SEAL's 24")
-    parser.add_argument("--curate", action="store_true",
+    parser.add_argument("--curate", action=argparse.BooleanOptionalAction, default=True,
                         help="SEAL's curation of the training tasks (keep those ICL fails and an oracle recipe "
-                             "solves); the held-out tables always show the curated subset too")
+                             "solves; default on); the held-out tables always show the curated subset too")
     parser.add_argument("--restem-recipe", default="auto",
                         help="ReST-EM update size: auto (the preset's), seal (SEAL's 1B recipe) or a preset name")
     parser.add_argument("--from-scratch", action="store_true",
@@ -79,10 +85,16 @@ def shipped_policy(args: argparse.Namespace) -> bool:
     return not custom
 
 
-def instance_ids(preset, first_seed: int, n: int) -> str:
-    """Comma-separated ids of n instances (seeds first_seed...) of each of the preset's families."""
-    return ",".join(instance_id(f, first_seed + i, preset.min_side, preset.max_side)
-                    for f in preset.family_names() for i in range(n))
+def demo_families(preset, which: str) -> list[str]:
+    """The procedural families the demo draws its tasks from: the held-out ones or the preset's own."""
+    if which == "preset":
+        return preset.family_names()
+    return feasible_families(EVAL_FAMILIES, preset.min_side, preset.max_side)
+
+
+def instance_ids(preset, families: list[str], first_seed: int, n: int) -> str:
+    """Comma-separated ids of n instances (seeds first_seed...) of each family, at the preset's grid sides."""
+    return ",".join(instance_id(f, first_seed + i, preset.min_side, preset.max_side) for f in families for i in range(n))
 
 
 def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:
@@ -90,8 +102,9 @@ def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:
     if args.tasks == "seal-arc":
         tasks, eval_tasks = "seal-arc-train", "seal-arc-eval"
     else:
-        tasks = instance_ids(preset, SEED_STRIDE * args.seed, args.train_tasks)
-        eval_tasks = instance_ids(preset, HELDOUT_SEED + SEED_STRIDE * args.seed, args.eval_tasks)
+        families = demo_families(preset, args.families)
+        tasks = instance_ids(preset, families, SEED_STRIDE * args.seed, args.train_tasks)
+        eval_tasks = instance_ids(preset, families, HELDOUT_SEED + SEED_STRIDE * args.seed, args.eval_tasks)
     argv = ["--checkpoint", checkpoint, "--tasks", tasks, "--eval-tasks", eval_tasks, "--rounds", str(args.rounds),
             "--self-edits", str(args.self_edits), "--eval-self-edits", str(args.eval_self_edits),
             "--seed", str(args.seed), "--dtype", args.dtype,
@@ -99,6 +112,8 @@ def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:
             "--restem-recipe", args.restem_recipe]
     if args.curate:
         argv.append("--curate")
+    if not args.split_weight_change:
+        argv.append("--no-split-weight-change")
     if args.max_views:
         argv += ["--max-views", str(args.max_views)]
     if args.run_dir:

@@ -89,12 +89,12 @@ def test_demo_micro_writes_results_and_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NANOSEAL_BASE_DIR", str(tmp_path / "base"))
     run_dir = str(tmp_path / "run")
     argv = ["demo", "--preset", "micro", "--run-dir", run_dir, "--self-edits", "2", "--max-views", "1",
-            "--train-tasks", "1", "--eval-tasks", "1"]
+            "--train-tasks", "1", "--eval-tasks", "1", "--families", "preset"]
     assert main(argv) == 0
     results = json.load(open(os.path.join(run_dir, "results.json")))
     # two ReST-EM rounds by default: the policy after round 1 is evaluated too
-    assert set(results["methods"]) == {"icl", "ttt_fixed", "ttt_selfedit_round0", "seal_round1", "seal",
-                                       "seal_edits_round0_model", "oracle"}
+    # (the row of SEAL's self-edits on the un-trained model only with --split-weight-change)
+    assert set(results["methods"]) == {"icl", "ttt_fixed", "ttt_selfedit_round0", "seal_round1", "seal", "oracle"}
     assert len(results["rounds"]) == 2 and set(results["per_task"]) == set(results["methods"])
     assert "curated" in results and results["curation"]["eval"]["pool"]
     assert results["methods"]["seal"]["n_tasks"] == len(get_preset("micro").family_names())
@@ -105,6 +105,28 @@ def test_demo_micro_writes_results_and_report(tmp_path, monkeypatch, capsys):
     assert any(r["task"].endswith("-s2-4") for r in rows), "demo tasks carry the preset's grid sides"
     assert main(argv) == 0  # resumes: nothing redone
     assert len(open(os.path.join(run_dir, "selfedits.jsonl")).readlines()) == len(rows)
+
+
+def test_demo_tasks_are_held_out_families_by_default():
+    """The demo's default tasks are instances of families the preset never trains on; training and held-out
+    instances differ; --families preset draws the preset's own."""
+    import argparse
+
+    from nanoseal.arc.gen import EVAL_FAMILIES, parse_instance_id
+    from nanoseal.demo import add_args, seal_argv
+
+    parser = argparse.ArgumentParser()
+    add_args(parser)
+    preset = get_preset("tiny")
+    for flags, allowed in (([], set(EVAL_FAMILIES)), (["--families", "preset"], set(preset.family_names()))):
+        argv = seal_argv(parser.parse_args(["--seed", "3"] + flags), "CKPT", preset)
+        train = argv[argv.index("--tasks") + 1].split(",")
+        held = argv[argv.index("--eval-tasks") + 1].split(",")
+        families = {parse_instance_id(t)["family"] for t in train + held}
+        assert families <= allowed and len(families) > 1, families
+        assert not set(train) & set(held), "training and held-out instances must differ"
+        assert all(parse_instance_id(t)["max_side"] == preset.max_side for t in train + held)
+    assert not set(EVAL_FAMILIES) & set(preset.family_names()), "held-out families are never trained on"
 
 
 def test_unknown_preset_is_one_line_error(capsys):

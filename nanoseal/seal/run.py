@@ -107,7 +107,7 @@ RUN_CONFIG_KEYS = ("checkpoint", "source", "tasks", "eval_tasks", "rounds", "sel
 LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0, "oracle_grid": "seal", "restem_rank": None,
                          "restem_recipe": "seal", "curate": False, "shift_samples": 0, "eval_self_edits": None,
                          "lora_alpha": None, "ttt_targets": "default", "grid_style": "compact",
-                         "restem_min_steps": None}
+                         "restem_min_steps": None, "split_weight_change": True}
 SHIFT_PROMPTS = 16  # held-out self-edit prompts the per-round policy shift is measured on
 DIE_AFTER_ENV = "NANOSEAL_TEST_DIE_AFTER"  # tests only: see die_hook
 _items_done = [0]  # work items this process has finished (for die_hook)
@@ -153,6 +153,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shift-samples", type=NON_NEGATIVE_INT, default=4,
                         help=f"self-edits sampled per held-out prompt (first {SHIFT_PROMPTS}) before and after each "
                              "update, to measure how far it moved the policy (0: off)")
+    parser.add_argument("--split-weight-change", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"also adapt the un-trained model with the last policy's self-edits ({EDITS_ON_ROUND0}): "
+                             "SEAL - that row is the share of the ReST-EM weight change")
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle's recipe grid")
     parser.add_argument("--oracle-grid", default="seal", choices=ORACLE_GRIDS,
                         help="seal: 24 recipes; prior: 10 (the SFT prior's learning rates x 1 or 3 epochs)")
@@ -434,7 +437,8 @@ def run(args: argparse.Namespace) -> int:
     methods = {"icl": (round0, 1), "ttt_fixed": (round0, 1)}
     for r in range(args.rounds + 1):  # the policy after every round: round 0 (un-trained) ... SEAL (the last)
         methods[round_method(r, args.rounds)] = (round_policies[r], K_eval)
-    if args.rounds:  # the last policy's self-edits on the un-trained model: better self-edits alone, no weight change
+    if args.rounds and args.split_weight_change:  # the last policy's self-edits on the un-trained model: better
+        # self-edits alone, no weight change
         methods[EDITS_ON_ROUND0] = (round_policies[args.rounds], K_eval)
     if grid:
         methods["oracle"] = (round0, len(grid))

@@ -60,8 +60,9 @@ TINY_FAMILIES = ("flip_lr", "transpose", "colour_swap", "recolour", "fill_backgr
 
 # dev/LOG.md (2026-12-01, update size; python -m nanoseal.seal.update_size): SEAL's lr 5e-5 leaves the tiny policy
 # where it was (self-edit settings moved TV 0.009); lr 1e-3 brings its held-out settings as close to the kept pairs'
-# as lr 3e-3 or full fine-tuning do (TV 0.065 vs 0.063, from 0.100), with less movement elsewhere
-TINY_RESTEM = {"rank": 16, "alpha": 16.0, "learning_rate": 1e-3, "epochs": 8, "batch_size": 5}
+# as lr 3e-3 or full fine-tuning do (TV 0.065 vs 0.063, from 0.100), with less movement elsewhere. That update was 80
+# steps (50 kept pairs, 8 epochs); the curated tasks keep 10-20 pairs a round, so at least 80 steps (min_steps)
+TINY_RESTEM = {"rank": 16, "alpha": 16.0, "learning_rate": 1e-3, "epochs": 8, "batch_size": 5, "min_steps": 80}
 
 PRESETS = {p.name: p for p in [
     Preset("micro", n_layer=2, n_embd=64, n_head=2, sequence_len=1024, vocab_size=320, batch_size=2,
