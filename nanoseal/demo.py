@@ -12,13 +12,17 @@ tasks with 95 % intervals, on all of them and on the curated subset, and prints 
 Steps: the policy - nanoseal/policies/tiny (what `--from-scratch` trains with --policy-seed 0, shipped so the
 demo's minutes go to SEAL) or `nanoseal train-tokenizer`, `pretrain` and `sft` for the preset (each reused when its
 finished checkpoint is cached under $NANOSEAL_BASE_DIR, default ~/.cache/nanoseal) - then `nanoseal seal` with
-  --tasks       <family>-<seed>-s<lo>-<hi>,...  --train-tasks instances of each preset family (seeds 1000 S,
-                1000 S + 1, ... for --seed S)
-  --eval-tasks  the same for --eval-tasks held-out instances (seeds from 1,000,000 + 1000 S: new colours, shapes
-                and parameters of the same families), never drawn by pretraining, SFT or the SEAL rounds
+  --tasks       <family>-<seed>-s<lo>-<hi>,...  --train-tasks instances of each family (seeds 1000 S, 1000 S + 1,
+                ... for --seed S); the families are the held-out ones (nanoseal.arc.gen.EVAL_FAMILIES, never in
+                pretraining or SFT: the tasks are new to the model, as SEAL's ARC tasks are) or, with --families
+                preset, the preset's own
+  --eval-tasks  the same for --eval-tasks held-out instances (seeds from 1,000,000 + 1000 S: other instances of
+                those families), never drawn by pretraining, SFT or the SEAL rounds
+  --curate      SEAL's curation of the training pool (keep the tasks ICL fails and an oracle recipe solves)
 and the preset's ReST-EM update size (nanoseal.seal.update_size). The run directory (--run-dir, default
 <base>/runs/demo-<timestamp>) holds results.json and report.md; re-running the same command resumes it.
-`nanoseal report RUN1 RUN2 RUN3` pools seeds.
+`nanoseal report RUN1 RUN2 RUN3` pools seeds. dev/LOG.md (2026-12-01, second entry) has how these defaults were
+chosen on development seeds 1 and 2.
 """
 
 import argparse

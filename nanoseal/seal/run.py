@@ -18,7 +18,9 @@ to the training pool first (keep the tasks ICL fails and an oracle recipe solves
 Evaluation (held-out tasks), methods as in the paper: icl (no adaptation), ttt_fixed (a fixed default
 recipe), ttt_selfedit_round0 (self-edits of the un-trained policy), seal_round<r> (the policy after r rounds),
 seal (self-edits and TTT of the last round's policy) and oracle (best recipe of a grid: the upper bound). The
-same model writes the self-edits and is adapted by them. results.json holds every method's per-task scores and
+same model writes the self-edits and is adapted by them; seal_edits_round0_model (unless --no-split-weight-change)
+adapts the un-trained model with the seal policy's very self-edits, which splits SEAL - round 0 into the
+self-edits' share and the ReST-EM weight change's. results.json holds every method's per-task scores and
 the curated held-out subset (ICL fails, an oracle recipe solves), which nanoseal.seal.effect turns into tables
 with intervals. The rows and the work items that write them live in nanoseal.seal.rows.
 
