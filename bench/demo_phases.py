@@ -62,12 +62,19 @@ def phases(run_dir: str, install_seconds: float | None = None) -> dict:
     t_config = os.path.getmtime(os.path.join(run_dir, "config.json"))
     sft_dir = config["checkpoint"]
     base_dir = os.path.dirname(os.path.dirname(os.path.abspath(sft_dir)))
-    t_tok = os.path.getmtime(os.path.join(base_dir, "tokenizer", "tokenizer.pkl"))
-    t_base, base_state = _checkpoint(os.path.join(base_dir, "base_checkpoints", os.path.basename(sft_dir)))
-    t_sft, sft_state = _checkpoint(sft_dir)
+    tok_path = os.path.join(base_dir, "tokenizer", "tokenizer.pkl")
+    trained = os.path.exists(tok_path)  # False: a ready checkpoint (the shipped policy), nothing trained by the demo
+    if trained:
+        t_tok = os.path.getmtime(tok_path)
+        t_base, base_state = _checkpoint(os.path.join(base_dir, "base_checkpoints", os.path.basename(sft_dir)))
+        t_sft, sft_state = _checkpoint(sft_dir)
     rows = _read_jsonl(os.path.join(run_dir, "selfedits.jsonl"))
     events = _read_jsonl(os.path.join(run_dir, "events.jsonl"))
     sums = {k: sum(r["seconds"].get(k, 0.0) for r in rows) for k in ("sample", "ttt", "eval")}
+    by_phase = {p: sum(sum(r["seconds"].values()) for r in rows if r["key"][0] == p)
+                for p in ("curate", "train", "eval")}
+    split = (f"curation {by_phase['curate']:.0f} s, training rounds {by_phase['train']:.0f} s, "
+             f"held-out {by_phase['eval']:.0f} s")
     ttt_events = [_event_time(e) for e in events if e["db_phase"] == "ttt"]
     restem = [_event_time(e) for e in events if e["db_phase"] == "restem"]
     evals = [_event_time(e) for e in events if e["db_phase"] == "eval"]
@@ -76,13 +83,17 @@ def phases(run_dir: str, install_seconds: float | None = None) -> dict:
         "install": (install_seconds, "given with --install-seconds" if install_seconds is not None else
                     "not measured (pass --install-seconds)"),
         "pretrain": (t_base - t_tok, f"file times; training loop {base_state.get('elapsed', 0):.0f} s, "
-                     f"{base_state.get('tokens', 0):,} tokens"),
-        "sft": (t_sft - t_base, f"file times; training loop {sft_state.get('elapsed', 0):.0f} s"),
-        "seal setup": (t_config - t_sft, "file times: SFT validity check, loading the policy"),
+                     f"{base_state.get('tokens', 0):,} tokens") if trained else (None, f"none: ready policy {sft_dir}"),
+        "sft": (t_sft - t_base, f"file times; training loop {sft_state.get('elapsed', 0):.0f} s") if trained
+        else (None, "none: ready policy"),
+        "seal setup": (t_config - t_sft, "file times: SFT validity check, loading the policy") if trained
+        else (None, "not measured (ready policy)"),
         "sampling": (sums["sample"], f"sum over {len(rows)} selfedits.jsonl rows"),
-        "ttt": (sums["ttt"], "sum over selfedits.jsonl rows"),
+        "ttt": (sums["ttt"], f"sum over selfedits.jsonl rows (all parts: {split})"),
         "eval": (sums["eval"], "sum over selfedits.jsonl rows"),
-        "restem": ((restem[0] - max(ttt_events)) if restem and ttt_events else None, "event times"),
+        "restem": (sum(t - max(x for x in ttt_events if x < t) for t in restem
+                       if any(x < t for x in ttt_events)) if restem else None,
+                   f"event times: each of {len(restem)} updates from its round's last TTT event"),
         "report": ((report[-1] - evals[-1]) if report and evals else None, "event times"),
     }
     seal_wall = (report[-1] - t_config) if report else None

@@ -55,14 +55,15 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                              "held-out tasks are different instances of them); preset: the preset's own families")
     parser.add_argument("--run-dir", default=None, help="default: <base>/runs/demo-<timestamp>")
     parser.add_argument("--rounds", type=NON_NEGATIVE_INT, default=2, help="ReST-EM rounds")
-    parser.add_argument("--self-edits", type=POSITIVE_INT, default=12, help="K self-edits per training task (SEAL: 15)")
+    parser.add_argument("--self-edits", type=POSITIVE_INT, default=12,
+                        help="K self-edits per training task (SEAL: 15)")
     parser.add_argument("--train-tasks", type=POSITIVE_INT, default=2, help="training instances per family")
     parser.add_argument("--eval-tasks", type=POSITIVE_INT, default=2, help="held-out instances per family")
     parser.add_argument("--eval-self-edits", type=POSITIVE_INT, default=3,
                         help="self-edits each policy samples per held-out task (SEAL: 5)")
     parser.add_argument("--split-weight-change", action="store_true",
-                        help="also adapt the un-trained model with SEAL's self-edits (a held-out row that splits SEAL's "
-                             "difference into the self-edits' and the weight change's share)")
+                        help="also adapt the un-trained model with SEAL's self-edits (a held-out row that splits "
+                             "SEAL's difference into the self-edits' and the weight change's share)")
     parser.add_argument("--max-views", type=int_in(1, 7), default=None, help="inference views (default all 7)")
     parser.add_argument("--oracle-grid", default="prior", choices=["seal", "prior"],
                         help="prior: 10 recipes (default, cheap); seal: SEAL's 24")
@@ -98,7 +99,8 @@ def demo_families(preset, which: str) -> list[str]:
 
 def instance_ids(preset, families: list[str], first_seed: int, n: int) -> str:
     """Comma-separated ids of n instances (seeds first_seed...) of each family, at the preset's grid sides."""
-    return ",".join(instance_id(f, first_seed + i, preset.min_side, preset.max_side) for f in families for i in range(n))
+    return ",".join(instance_id(f, first_seed + i, preset.min_side, preset.max_side)
+                    for f in families for i in range(n))
 
 
 def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:

@@ -117,7 +117,8 @@ def test_demo_phases_from_a_run_directory(tmp_path):
     run = tmp_path / "run"
     os.makedirs(run)
     (run / "config.json").write_text(json.dumps({"checkpoint": str(base / "chatsft_checkpoints/d4")}))
-    rows = [{"seconds": {"sample": 0.5, "ttt": 2.0, "eval": 0.25}}] * 4
+    rows = [{"key": [phase, 0, "m", "t", 0], "seconds": {"sample": 0.5, "ttt": 2.0, "eval": 0.25}}
+            for phase in ("curate", "train", "train", "eval")]
     (run / "selfedits.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     events = [("ttt", "2026-01-01T00:10:00.000Z"), ("restem", "2026-01-01T00:10:05.000Z"),
               ("eval", "2026-01-01T00:10:30.000Z"), ("report", "2026-01-01T00:10:31.500Z")]
@@ -136,6 +137,27 @@ def test_demo_phases_from_a_run_directory(tmp_path):
     seal_wall = 1767225600.0 + 631.5 - (t0 + 361)
     assert p["other"][0] == pytest.approx(seal_wall - (2.0 + 8.0 + 1.0 + 5.0 + 1.5))
     assert p["total"][0] == pytest.approx(30.0 + 300.0 + 60.0 + 1.0 + seal_wall)
+    assert "curation 3 s, training rounds 6 s, held-out 3 s" in p["ttt"][1]
+
+
+def test_demo_phases_two_rounds_and_a_ready_policy(tmp_path):
+    """Each ReST-EM update counts from its own round's last TTT event; a shipped policy has no training phases."""
+    from bench.demo_phases import phases
+
+    run = tmp_path / "run"
+    os.makedirs(run)
+    (run / "config.json").write_text(json.dumps({"checkpoint": str(tmp_path / "policies" / "tiny")}))
+    (run / "selfedits.jsonl").write_text(json.dumps({"key": ["eval", 0, "icl", "t", 0], "seconds": {"ttt": 1.0}}))
+    events = [("ttt", "00:10:00"), ("restem", "00:10:04"), ("ttt", "00:11:00"), ("restem", "00:11:06"),
+              ("eval", "00:12:00"), ("report", "00:12:01")]
+    (run / "events.jsonl").write_text("".join(json.dumps({"db_phase": p, "timestamp": f"2026-01-01T{t}.000Z"}) + "\n"
+                                              for p, t in events))
+    t = 1767225600.0 + 540  # config.json written at 00:09:00
+    os.utime(run / "config.json", (t, t))
+    p = phases(str(run))
+    assert p["restem"][0] == pytest.approx(4.0 + 6.0)
+    assert p["pretrain"][0] is None and p["sft"][0] is None and p["seal setup"][0] is None
+    assert p["ttt"][0] == 1.0 and p["total"][0] == pytest.approx(181.0)  # the seal phase's wall time, 00:09-00:12:01
 
 
 def test_mfu_pretraining_rate_counts_the_preset_batch():

@@ -258,7 +258,7 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
             params = apply_lora(model, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets))
     opt = adapter_optimizer(params, lr=cfg.learning_rate)
     per_epoch = math.ceil(len(docs) / cfg.batch_size)
-    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch))  # (B) batches a step; few pairs: more epochs
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch))  # few kept pairs: more epochs, >= min_steps
     total = per_epoch * epochs
     warmup = int(cfg.warmup_frac * total)
     step = 0

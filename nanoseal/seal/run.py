@@ -439,8 +439,8 @@ def run(args: argparse.Namespace) -> int:
     methods = {"icl": (round0, 1), "ttt_fixed": (round0, 1)}
     for r in range(args.rounds + 1):  # the policy after every round: round 0 (un-trained) ... SEAL (the last)
         methods[round_method(r, args.rounds)] = (round_policies[r], K_eval)
-    if args.rounds and args.split_weight_change:  # the last policy's self-edits on the un-trained model: better
-        # self-edits alone, no weight change
+    # the last policy's self-edits on the un-trained model: better self-edits alone, no weight change
+    if args.rounds and args.split_weight_change:
         methods[EDITS_ON_ROUND0] = (round_policies[args.rounds], K_eval)
     if grid:
         methods["oracle"] = (round0, len(grid))
