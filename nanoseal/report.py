@@ -31,7 +31,6 @@ from nanoseal.common import NanosealError, atomic_write_bytes, atomic_write_text
 from nanoseal.seal.effect import effect_markdown, learned_markdown, method_order
 from nanoseal.seal.effect import label as effect_label
 
-METHOD_ORDER = ["icl", "ttt_selfedit_round0", "ttt_fixed", "seal", "oracle"]
 METHOD_LABELS = {
     "icl": "ICL (no adaptation)",
     "ttt_selfedit_round0": "TTT, self-edits of the un-trained policy",

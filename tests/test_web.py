@@ -431,8 +431,8 @@ def test_run_endpoints_show_the_real_run(client, world):
     assert runs["runs"][0]["policies"] == [1]
     s = client.get("/api/runs/demo").json()
     assert s["status"] == "finished" and s["config"]["tasks"] == "flip_lr-6" and s["policies"] == [1]
-    assert [m["method"] for m in s["methods"]] == ["icl", "ttt_selfedit_round0", "ttt_fixed", "seal",
-                                                    "seal_edits_round0_model"]
+    assert [m["method"] for m in s["methods"]] == ["icl", "ttt_fixed", "ttt_selfedit_round0", "seal",
+                                                    "seal_edits_round0_model"], "the report's order"
     for m in s["methods"]:
         assert {k: m[k] for k in results["methods"][m["method"]]} == results["methods"][m["method"]]
     assert s["rounds"] == results["rounds"]

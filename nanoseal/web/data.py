@@ -20,7 +20,8 @@ from nanoseal.arc.data import DATASET_FILES, SPLITS, Task, find_task, load_arc
 from nanoseal.arc.gen import EVAL_FAMILIES, FAMILIES, make_task, parse_instance_id
 from nanoseal.chat import BadName, NotFound
 from nanoseal.common import NanosealError, read_json_object, read_jsonl
-from nanoseal.report import METHOD_LABELS, METHOD_ORDER, load_results
+from nanoseal.report import METHOD_LABELS, load_results
+from nanoseal.seal.effect import method_order
 
 TASK_ID = re.compile(r"[A-Za-z0-9_]{1,64}(-[0-9]{1,9}(-s[0-9]{1,2}-[0-9]{1,2})?)?")
 PLOT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\.png")
@@ -113,7 +114,7 @@ def run_summary(run_path: str, policy_rounds: list[int]) -> dict:
         out["status"] = f"no results yet ({e})"
         results = {}
     methods = results.get("methods") or {}
-    order = [m for m in METHOD_ORDER if m in methods] + sorted(m for m in methods if m not in METHOD_ORDER)
+    order = method_order(list(methods))  # the report's order: ICL, fixed, round 0, each round, SEAL, ..., oracle
     out["methods"] = [{"method": m, "label": METHOD_LABELS.get(m, m), **methods[m]} for m in order]
     out["rounds"] = results.get("rounds") or []
     out["skipped_tasks"] = results.get("skipped_tasks") or []
