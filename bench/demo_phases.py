@@ -82,20 +82,21 @@ def phases(run_dir: str, install_seconds: float | None = None) -> dict:
     out = {
         "install": (install_seconds, "given with --install-seconds" if install_seconds is not None else
                     "not measured (pass --install-seconds)"),
-        "pretrain": (t_base - t_tok, f"file times; training loop {base_state.get('elapsed', 0):.0f} s, "
-                     f"{base_state.get('tokens', 0):,} tokens") if trained else (None, f"none: ready policy {sft_dir}"),
-        "sft": (t_sft - t_base, f"file times; training loop {sft_state.get('elapsed', 0):.0f} s") if trained
-        else (None, "none: ready policy"),
-        "seal setup": (t_config - t_sft, "file times: SFT validity check, loading the policy") if trained
-        else (None, "not measured (ready policy)"),
+        "pretrain": (None, f"none: ready policy {sft_dir}"),
+        "sft": (None, "none: ready policy"),
+        "seal setup": (None, "not measured (ready policy)"),
         "sampling": (sums["sample"], f"sum over {len(rows)} selfedits.jsonl rows"),
         "ttt": (sums["ttt"], f"sum over selfedits.jsonl rows (all parts: {split})"),
         "eval": (sums["eval"], "sum over selfedits.jsonl rows"),
-        "restem": (sum(t - max(x for x in ttt_events if x < t) for t in restem
-                       if any(x < t for x in ttt_events)) if restem else None,
+        "restem": (sum(t - max((x for x in ttt_events if x < t), default=t) for t in restem) if restem else None,
                    f"event times: each of {len(restem)} updates from its round's last TTT event"),
         "report": ((report[-1] - evals[-1]) if report and evals else None, "event times"),
     }
+    if trained:
+        out["pretrain"] = (t_base - t_tok, f"file times; training loop {base_state.get('elapsed', 0):.0f} s, "
+                           f"{base_state.get('tokens', 0):,} tokens")
+        out["sft"] = (t_sft - t_base, f"file times; training loop {sft_state.get('elapsed', 0):.0f} s")
+        out["seal setup"] = (t_config - t_sft, "file times: SFT validity check, loading the policy")
     seal_wall = (report[-1] - t_config) if report else None
     if seal_wall is not None:
         known = sum(out[k][0] or 0.0 for k in ("sampling", "ttt", "eval", "restem", "report"))
