@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # as given (a command may re-run itself)
     except SystemExit as e:  # --help (0) or a bad flag (2, already printed in one line)
         return e.code if isinstance(e.code, int) else 2
     where = f"[rank {dist.rank()}] " if dist.rank() else ""

@@ -4,6 +4,7 @@ the few collectives nanoseal uses (barrier, broadcast/gather of Python objects, 
 bounded by a timeout so that a dead or stuck rank stops the job instead of hanging it.
 
     torchrun --standalone --nproc_per_node=2 -m nanoseal seal ...   # cli.py calls init() and teardown()
+    status = spawn_local(["demo", "--seed", "1"], procs=2, threads=1)   # the same on this machine, no torchrun
 
 Without torchrun (WORLD_SIZE unset or 1) nothing is initialised and every helper is a no-op on one process
 (gather_object returns [obj], broadcast_object returns obj), so single-process code paths stay as they were.
@@ -17,7 +18,10 @@ import contextlib
 import datetime
 import os
 import signal
+import socket
+import subprocess
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -189,3 +193,35 @@ def rank0_first():
     yield
     if rank() == 0:
         barrier()
+
+
+def spawn_local(argv: list[str], procs: int, threads: int) -> int:
+    """Run `python -m nanoseal ARGV` as procs ranks on this machine (torchrun's environment, gloo, a free local
+    port), each with `threads` torch threads; wait for all. When one rank fails the others are stopped (each
+    says so in one line). Returns 0, or the first failing rank's exit status."""
+    assert procs >= 1 and threads >= 1, f"need procs >= 1 and threads >= 1, got {procs}, {threads}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    children = []
+    for r in range(procs):
+        env = dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(procs), LOCAL_WORLD_SIZE=str(procs),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS=str(threads))
+        children.append(subprocess.Popen([sys.executable, "-m", "nanoseal", *argv], env=env))
+    status = 0
+    try:
+        while any(c.poll() is None for c in children):
+            failed = [c.returncode for c in children if c.returncode not in (None, 0)]
+            if failed and not status:
+                status = failed[0]
+                for c in children:
+                    if c.poll() is None:
+                        c.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        for c in children:
+            c.send_signal(signal.SIGINT)
+        for c in children:
+            c.wait()
+        return 130
+    return status or next((c.returncode for c in children if c.returncode), 0)

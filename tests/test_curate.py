@@ -3,7 +3,17 @@
 Run: pytest tests/test_curate.py
 """
 
-from nanoseal.seal.curate import DROP_ICL, DROP_ORACLE, DROP_UNMEASURED, curate, curate_rows, decide
+from nanoseal.seal.curate import (
+    DROP_ICL,
+    DROP_ICL_SAFE,
+    DROP_ORACLE,
+    DROP_UNMEASURED,
+    KEEP,
+    KEEP_BREAKS,
+    curate,
+    curate_rows,
+    decide,
+)
 
 
 def test_decide():
@@ -38,3 +48,20 @@ def test_curate_rows_reads_icl_and_oracle_rows():
     record = curate_rows(["a", "b", "c"], rows)
     assert record["kept"] == ["a"]
     assert record["dropped"] == {"b": DROP_ICL, "c": DROP_ORACLE}
+
+
+def test_contrast_rule_also_keeps_what_a_recipe_breaks():
+    assert decide(True, [True, False], rule="contrast") == (True, KEEP_BREAKS)
+    assert decide(True, [True, True], rule="contrast") == (False, DROP_ICL_SAFE)
+    assert decide(False, [False, True], rule="contrast") == (True, KEEP)  # SEAL's kept tasks stay kept
+    assert decide(False, [False, False], rule="contrast") == (False, DROP_ORACLE)
+    assert decide(True, [True, False]) == (False, DROP_ICL)  # SEAL's rule (the default) does not keep it
+    rows = [{"method": "icl", "task": "a", "reward": 1}, {"method": "oracle", "task": "a", "reward": 1},
+            {"method": "oracle", "task": "a", "reward": 0}, {"method": "icl", "task": "b", "reward": 1},
+            {"method": "oracle", "task": "b", "reward": 1}, {"method": "icl", "task": "c", "reward": 0},
+            {"method": "oracle", "task": "c", "reward": 1}]
+    record = curate_rows(["a", "b", "c"], rows, rule="contrast")
+    assert record["kept"] == ["a", "c"]
+    assert record["dropped"] == {"b": DROP_ICL_SAFE}
+    assert "breaks" in record["rule"]
+    assert curate_rows(["a", "b", "c"], rows)["kept"] == ["c"]

@@ -151,6 +151,19 @@ def test_distributed_seal_run_matches_single_process(seal_setup):
     assert sorted(os.listdir(run_dir)) == sorted(os.listdir(ref))
 
 
+def test_spawn_local_runs_the_ranks_without_torchrun(seal_setup, monkeypatch):
+    """dist.spawn_local (what `nanoseal demo --procs N` uses) starts the ranks itself: the same rows and table as
+    one process; a failing command's status comes back."""
+    checkpoint, ref, root = seal_setup
+    for k, v in child_env().items():
+        monkeypatch.setenv(k, v)
+    run_dir = str(root / "spawned")
+    assert dist.spawn_local(["seal", "--checkpoint", checkpoint, "--run-dir", run_dir, *SEAL_FLAGS], 2, 1) == 0
+    assert content(run_dir) == content(ref)
+    assert methods(run_dir) == methods(ref)
+    assert dist.spawn_local(["seal", "--checkpoint", str(root / "missing"), *SEAL_FLAGS], 2, 1) == 2
+
+
 def test_dead_rank_stops_the_job_and_a_rerun_resumes(seal_setup):
     """Rank 1 exits mid-run (after 1 work item): the job ends non-zero within a bounded time, the finished rows
     stay, and the same command run again finishes with the single-process rows, none duplicated."""

@@ -40,6 +40,16 @@ def test_select_pairs_keeps_reward_1_once():
     assert select_pairs(rows) == [("a", EDIT), ("d", EDIT)]
 
 
+def test_select_pairs_caps_each_task():
+    other = DEFAULT_SELF_EDIT.canonical().replace("0.001", "0.01")
+    third = DEFAULT_SELF_EDIT.canonical().replace("0.001", "0.003")
+    rows = [{"task": "a", "raw": e, "self_edit": {}, "reward": 1} for e in (EDIT, other, third)]
+    rows += [{"task": "b", "raw": EDIT, "self_edit": {}, "reward": 0}, {"task": "b", "raw": third, "self_edit": {},
+                                                                        "reward": 1}]
+    assert select_pairs(rows, max_per_task=2) == [("a", EDIT), ("a", other), ("b", third)]  # first seen kept
+    assert len(select_pairs(rows)) == 4
+
+
 def _row(task, raw, cell, nll, base_nll=1.0, reward=0, valid=True):
     """A selfedits.jsonl row with just the fields the selections read."""
     return {"task": task, "raw": raw, "self_edit": {} if valid else None, "reward": reward, "cell_accuracy": cell,

@@ -127,8 +127,33 @@ def test_demo_tasks_are_held_out_families_by_default():
         assert not set(train) & set(held), "training and held-out instances must differ"
         assert all(parse_instance_id(t)["max_side"] == preset.max_side for t in train + held)
     assert not set(EVAL_FAMILIES) & set(preset.family_names()), "held-out families are never trained on"
+    argv = seal_argv(parser.parse_args(["--curate-rule", "contrast", "--restem-max-per-task", "4"]), "CKPT", preset)
+    assert argv[argv.index("--curate-rule") + 1] == "contrast" and argv[argv.index("--restem-max-per-task") + 1] == "4"
+    argv = seal_argv(parser.parse_args(["--no-curate"]), "CKPT", preset)
+    assert "--curate" not in argv and "--curate-rule" not in argv
 
 
 def test_unknown_preset_is_one_line_error(capsys):
     assert main(["pretrain", "--preset", "huge"]) == 2
     assert "unknown preset 'huge'" in capsys.readouterr().err
+
+
+def test_demo_runs_on_two_processes_by_default_on_a_cpu(monkeypatch):
+    """The shipped-policy demo on a CPU with >= 2 threads re-runs itself as 2 ranks; one thread, a GPU-less
+    --from-scratch, or --procs N decide otherwise."""
+    import argparse
+
+    import torch
+
+    from nanoseal.demo import add_args, default_procs
+
+    parser = argparse.ArgumentParser()
+    add_args(parser)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert default_procs(parser.parse_args([])) == (1 if torch.cuda.is_available() else 2)
+    assert default_procs(parser.parse_args(["--device", "cpu"])) == 2
+    assert default_procs(parser.parse_args(["--device", "cpu", "--from-scratch"])) == 1
+    assert default_procs(parser.parse_args(["--device", "cpu", "--preset", "micro"])) == 1
+    assert default_procs(parser.parse_args(["--procs", "3"])) == 3
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert default_procs(parser.parse_args(["--device", "cpu"])) == 1

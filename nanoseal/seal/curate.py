@@ -11,38 +11,52 @@ the same instances.
     decision = decide(icl_solved=False, oracle_solved=[False, True])   # (True, "kept: ...")
     record = curate(["a", "b"], {"a": True, "b": False}, {"a": [True], "b": [False, True]})
     record["kept"] == ["b"]; record["dropped"] == {"a": "ICL already solves it"}
+
+Rule "contrast" (an extension for training pools, `--curate-rule contrast`) also keeps the tasks ICL solves and
+some oracle recipe breaks: there the self-edit decides between keeping and losing the answer, and their kept
+self-edits show the policy when not to train hard. SEAL's rule keeps only tasks where training has to help, so
+a policy trained on them learns "train harder" everywhere, including on tasks ICL already solves. The held-out
+curated subset always uses SEAL's rule.
 """
 
 DROP_ICL = "ICL already solves it"
 DROP_ORACLE = "no recipe of the oracle grid solves it"
 DROP_UNMEASURED = "not measured (skipped or missing rows)"
+DROP_ICL_SAFE = "ICL solves it and every oracle recipe keeps it solved"
 KEEP = "kept: ICL fails and an oracle recipe solves it"
+KEEP_BREAKS = "kept: ICL solves it and an oracle recipe breaks it"
+RULES = ("seal", "contrast")
 
 
-def decide(icl_solved: bool | None, oracle_solved: list[bool] | None) -> tuple[bool, str]:
-    """(keep, reason) for one task from its ICL result and its oracle recipes' results."""
+def decide(icl_solved: bool | None, oracle_solved: list[bool] | None, rule: str = "seal") -> tuple[bool, str]:
+    """(keep, reason) for one task from its ICL result and its oracle recipes' results, by SEAL's rule or "contrast"."""
+    assert rule in RULES, f"curation rule must be one of {RULES}, got {rule!r}"
     if icl_solved is None or not oracle_solved:
         return False, DROP_UNMEASURED
     if icl_solved:
+        if rule == "contrast":
+            return (True, KEEP_BREAKS) if not all(oracle_solved) else (False, DROP_ICL_SAFE)
         return False, DROP_ICL
     if not any(oracle_solved):
         return False, DROP_ORACLE
     return True, KEEP
 
 
-def curate(pool: list[str], icl_solved: dict[str, bool], oracle_solved: dict[str, list[bool]]) -> dict:
-    """The curation record of a pool: its ids, the kept ids (pool order) and each dropped id's reason."""
+def curate(pool: list[str], icl_solved: dict[str, bool], oracle_solved: dict[str, list[bool]],
+           rule: str = "seal") -> dict:
+    """The curation record of a pool: its ids, the kept ids (pool order), each dropped id's reason, the rule."""
     kept, dropped = [], {}
     for task_id in pool:
-        keep, reason = decide(icl_solved.get(task_id), oracle_solved.get(task_id))
+        keep, reason = decide(icl_solved.get(task_id), oracle_solved.get(task_id), rule)
         if keep:
             kept.append(task_id)
         else:
             dropped[task_id] = reason
-    return {"pool": list(pool), "kept": kept, "dropped": dropped, "rule": KEEP}
+    return {"pool": list(pool), "kept": kept, "dropped": dropped,
+            "rule": KEEP if rule == "seal" else f"{KEEP}; or {KEEP_BREAKS[len('kept: '):]}"}
 
 
-def curate_rows(pool: list[str], rows: list[dict]) -> dict:
+def curate_rows(pool: list[str], rows: list[dict], rule: str = "seal") -> dict:
     """curate() from selfedits.jsonl rows of methods "icl" and "oracle" (reward 1 = solved)."""
     icl, oracle = {}, {}
     for r in rows:
@@ -50,4 +64,4 @@ def curate_rows(pool: list[str], rows: list[dict]) -> dict:
             icl[r["task"]] = r["reward"] == 1
         elif r["method"] == "oracle":
             oracle.setdefault(r["task"], []).append(r["reward"] == 1)
-    return curate(pool, icl, oracle)
+    return curate(pool, icl, oracle, rule)

@@ -89,15 +89,19 @@ def restem_config(recipe: str | dict, **overrides) -> RestemConfig:
     return RestemConfig(**fields)
 
 
-def select_pairs(rows: list[dict]) -> list[tuple[str, str]]:
-    """(task id, self-edit text) of every row with reward 1, de-duplicated, in first-seen order."""
-    seen, pairs = set(), []
+def select_pairs(rows: list[dict], max_per_task: int = 0) -> list[tuple[str, str]]:
+    """(task id, self-edit text) of every row with reward 1, de-duplicated, in first-seen order; with
+    max_per_task > 0 only a task's first max_per_task such pairs (each task weighs at most that much)."""
+    assert max_per_task >= 0, f"max_per_task must be >= 0, got {max_per_task}"
+    seen, pairs, per_task = set(), [], {}
     for row in rows:
         if row.get("reward") == 1 and row.get("self_edit") is not None:
             key = (row["task"], row["raw"].strip())
-            if key not in seen:
-                seen.add(key)
-                pairs.append(key)
+            if key in seen or (max_per_task and per_task.get(row["task"], 0) >= max_per_task):
+                continue
+            seen.add(key)
+            pairs.append(key)
+            per_task[row["task"]] = per_task.get(row["task"], 0) + 1
     return pairs
 
 

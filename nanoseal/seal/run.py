@@ -74,6 +74,7 @@ from nanoseal.common import (
 from nanoseal.logs import EventLog
 from nanoseal.lora import DEFAULT_TARGETS, SEAL_TARGETS
 from nanoseal.report import write_report
+from nanoseal.seal.curate import RULES as CURATION_RULES
 from nanoseal.seal.curate import curate_rows
 from nanoseal.seal.restem import (
     RESTEM_RECIPES,
@@ -109,7 +110,8 @@ RUN_CONFIG_KEYS = ("checkpoint", "source", "tasks", "eval_tasks", "rounds", "sel
 LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0, "oracle_grid": "seal", "restem_rank": None,
                          "restem_recipe": "seal", "curate": False, "shift_samples": 0, "eval_self_edits": None,
                          "lora_alpha": None, "ttt_targets": "default", "grid_style": "compact",
-                         "restem_min_steps": None, "split_weight_change": True}
+                         "restem_min_steps": None, "split_weight_change": True, "curate_rule": "seal",
+                         "restem_max_per_task": 0}
 SHIFT_PROMPTS = 16  # held-out self-edit prompts the per-round policy shift is measured on
 DIE_AFTER_ENV = "NANOSEAL_TEST_DIE_AFTER"  # tests only: see die_hook
 _items_done = [0]  # work items this process has finished (for die_hook)
@@ -152,6 +154,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--curate", action="store_true",
                         help="SEAL's curation of the training pool: keep the tasks ICL fails and an oracle recipe "
                              "solves (round-0 policy); the held-out tables always show the curated subset too")
+    parser.add_argument("--curate-rule", default="seal", choices=list(CURATION_RULES),
+                        help="with --curate: seal (SEAL's rule) or contrast (also keep the tasks ICL solves and an "
+                             "oracle recipe breaks: their kept self-edits say when not to train hard)")
+    parser.add_argument("--restem-max-per-task", type=NON_NEGATIVE_INT, default=0,
+                        help="keep at most this many successful self-edits of one task for the update (0: all, as "
+                             "SEAL; binary reward only)")
     parser.add_argument("--shift-samples", type=NON_NEGATIVE_INT, default=4,
                         help=f"self-edits sampled per held-out prompt (first {SHIFT_PROMPTS}) before and after each "
                              "update, to measure how far it moved the policy (0: off)")
@@ -359,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
         record = None
         if rank == 0:
             cur_rows = [r for r in rows.rows if r["key"][0] == "curate"]
-            record = curate_rows([t.id for t in train_tasks], cur_rows)
+            record = curate_rows([t.id for t in train_tasks], cur_rows, args.curate_rule)
             record["seconds"] = round(sum(sum(r["seconds"].values()) for r in cur_rows), 1)
             record["ttt_runs"] = len(cur_rows)
             log.log(f"curation: kept {len(record['kept'])} of {len(train_tasks)} training tasks "
@@ -404,7 +412,7 @@ def run(args: argparse.Namespace) -> int:
             if args.reward == "continuous":
                 pairs = select_pairs_topk(round_rows, args.top_k)
             else:
-                pairs = select_pairs(round_rows)
+                pairs = select_pairs(round_rows, args.restem_max_per_task)
         pairs = dist.broadcast_object(pairs)
         policy = copy.deepcopy(policy)  # round_policies keeps each round's policy; the update works on a copy
         shift_seed = args.seed * 7919 + 200_000 + rnd * 1000
@@ -471,6 +479,8 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         pending = [(i, method) for i, task in enumerate(eval_tasks) for method, (_, n) in methods.items()
                    if not rows.done(("eval", 0, method, task.id), n)]
+        if dist.world_size() > 1:  # the ranks work in waves: the costliest items first, so a wave's items are alike
+            pending.sort(key=lambda item: -methods[item[1]][1])
         for i, task in enumerate(eval_tasks):
             remaining[i] = sum(1 for j, _ in pending if j == i)
             if not remaining[i]:
