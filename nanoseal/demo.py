@@ -21,8 +21,9 @@ finished checkpoint is cached under $NANOSEAL_BASE_DIR, default ~/.cache/nanosea
                 those families), never drawn by pretraining, SFT or the SEAL rounds
   --curate      SEAL's curation of the training pool (keep the tasks ICL fails and an oracle recipe solves)
 and the preset's ReST-EM update size (nanoseal.seal.update_size). On a CPU the shipped-policy demo runs as 2
-processes (nanoseal.dist.spawn_local; the same rows as one process, 1.25x faster on 2 cores). The run directory (--run-dir, default
-<base>/runs/demo-<timestamp>) holds results.json and report.md; re-running the same command resumes it.
+processes (nanoseal.dist.spawn_local; the same rows as one process, 1.25x faster on 2 cores). The run directory
+(--run-dir, default <base>/runs/demo-<timestamp>) holds results.json and report.md; re-running the same command
+resumes it.
 `nanoseal report RUN1 RUN2 RUN3` pools seeds. dev/LOG.md (2026-12-01, second entry) has how these defaults were
 chosen on development seeds 1 and 2.
 """
@@ -35,7 +36,7 @@ import torch
 
 from nanoseal import dist
 from nanoseal.arc.gen import EVAL_FAMILIES, feasible_families, instance_id
-from nanoseal.argtypes import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED, OneLineParser, int_in
+from nanoseal.argtypes import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED, OneLineParser, float_in, int_in
 from nanoseal.common import autodetect_device, get_base_dir, print0
 from nanoseal.seal import run as seal_run
 from nanoseal.train.presets import get_preset
@@ -77,6 +78,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--curate-rule", default="seal", choices=["seal", "contrast"],
                         help="seal: SEAL's rule; contrast: also keep training tasks ICL solves and an oracle recipe "
                              "breaks (nanoseal.seal.curate)")
+    parser.add_argument("--restem-replay", type=float_in(0, 10.0), default=0.0,
+                        help="grid-answer documents trained on per kept self-edit in each ReST-EM update (0: SEAL's)")
     parser.add_argument("--restem-max-per-task", type=NON_NEGATIVE_INT, default=0,
                         help="successful self-edits of one training task kept for an update at most (0: all)")
     parser.add_argument("--restem-recipe", default="auto",
@@ -142,6 +145,8 @@ def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:
             "--restem-recipe", args.restem_recipe]
     if args.curate:
         argv += ["--curate", "--curate-rule", args.curate_rule]
+    if args.restem_replay:
+        argv += ["--restem-replay", str(args.restem_replay)]
     if args.restem_max_per_task:
         argv += ["--restem-max-per-task", str(args.restem_max_per_task)]
     if not args.split_weight_change:

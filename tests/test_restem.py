@@ -218,3 +218,23 @@ def test_min_steps_runs_more_epochs_when_few_pairs_are_kept(tokenizer):
         summary = restem_update(model, tokenizer, tasks, pairs, cfg, seed=0)
         assert summary["steps"] == steps and len(summary["loss_curve"]) == steps, (min_steps, summary["steps"])
         assert summary["update"]["epochs"] == epochs and summary["update"]["min_steps"] == min_steps
+
+
+def test_replay_mixes_grid_answers_into_the_update(tokenizer):
+    """With replay r, round(r x documents) answer documents train alongside the self-edits (more steps, the
+    answers' NLL falls); replay 0 is SEAL's update, untouched."""
+    tasks = {f"t{i}": make_task("flip_lr", i, min_side=2, max_side=3) for i in range(3)}
+    pairs = [(t, EDIT) for t in tasks]  # 3 self-edit documents, batch 2
+    answers = grid_answer_documents(tokenizer, list(tasks.values()), "compact", 2048, every_query=True)
+    assert len(answers) == sum(len(t.train) for t in tasks.values())
+    assert len(grid_answer_documents(tokenizer, list(tasks.values()), "compact", 2048)) == len(tasks)
+    pad = tokenizer.get_bos_token_id()
+    for replay, n_replay, steps in ((0.0, 0, 2), (2.0, 6, 5)):
+        model = make_tiny_model(vocab_size=tokenizer.get_vocab_size(), sequence_len=2048)
+        before = mean_loss(model, answers, pad)
+        cfg = RestemConfig(rank=4, alpha=8, learning_rate=1e-2, epochs=1, batch_size=2, replay=replay)
+        summary = restem_update(model, tokenizer, tasks, pairs, cfg, seed=0, replay_docs=answers)
+        assert summary["n_replay"] == n_replay and summary["steps"] == steps, (replay, summary)
+        assert summary["n_docs"] == 3 and summary["update"]["replay"] == replay
+        if replay:
+            assert mean_loss(model, answers, pad) < before, "training on answers lowers their loss"

@@ -62,6 +62,7 @@ class RestemConfig:
     epochs: int = 8
     batch_size: int = 5
     min_steps: int = 0  # at least this many optimizer steps: few kept pairs run more epochs (0: epochs as given)
+    replay: float = 0.0  # grid-answer documents mixed in per self-edit document (0: SEAL's update, self-edits only)
     warmup_frac: float = 0.1
     max_grad_norm: float = 1.0
     style: str = "compact"
@@ -153,16 +154,17 @@ def sft_documents(tokenizer, tasks_by_id: dict[str, Task], pairs: list[tuple[str
     return docs
 
 
-def grid_answer_documents(tokenizer, tasks: list[Task], style: str,
-                          max_len: int) -> list[tuple[list[int], list[int]]]:
-    """Each task's demonstrations leave-one-out (last one as the query), loss on its answer; too long: dropped."""
+def grid_answer_documents(tokenizer, tasks: list[Task], style: str, max_len: int,
+                          every_query: bool = False) -> list[tuple[list[int], list[int]]]:
+    """Each task's demonstrations leave-one-out (the last one as the query, or each in turn with every_query), loss
+    on its answer; too long: dropped."""
     docs = []
     for task in tasks:
-        example = leave_n_out(task, 1)[-1]
-        ids, mask = tokenizer.render_conversation(training_conversation(example, style), max_tokens=max_len + 1,
-                                                  train_on="assistant")
-        if len(ids) <= max_len and any(mask):
-            docs.append((ids, mask))
+        for example in leave_n_out(task, 1)[slice(None) if every_query else slice(-1, None)]:
+            ids, mask = tokenizer.render_conversation(training_conversation(example, style), max_tokens=max_len + 1,
+                                                      train_on="assistant")
+            if len(ids) <= max_len and any(mask):
+                docs.append((ids, mask))
     return docs
 
 
@@ -232,8 +234,10 @@ def data_parallel_backward(model, mine: list, batch: list, pad_id: int, dtype: s
 
 
 def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tuple[str, str]],
-                  cfg: RestemConfig, seed: int = 0, forgetting_docs: dict[str, list] | list | None = None) -> dict:
-    """Behaviour-clone the pairs into the policy with a LoRA and merge it; returns a summary dict."""
+                  cfg: RestemConfig, seed: int = 0, forgetting_docs: dict[str, list] | list | None = None,
+                  replay_docs: list | None = None) -> dict:
+    """Behaviour-clone the pairs into the policy with a LoRA and merge it; returns a summary dict. With cfg.replay
+    > 0, round(replay x self-edit documents) of replay_docs (grid answers) are trained on alongside."""
     max_len = cfg.max_len or model.config.sequence_len
     pad_id = tokenizer.get_bos_token_id()
     docs = sft_documents(tokenizer, tasks_by_id, pairs, cfg, max_len)
@@ -249,6 +253,11 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
     pairs_before = loss_sum(model, docs, pad_id, cfg.dtype)
     device = model.get_device()
     rng = random.Random(seed)
+    train_docs = list(docs)
+    if cfg.replay > 0 and replay_docs:  # answers too, so the update does not unlearn answering grids
+        n = round(cfg.replay * len(docs))
+        train_docs += [replay_docs[j % len(replay_docs)] for j in rng.sample(range(max(n, len(replay_docs))), n)]
+    summary["n_replay"] = len(train_docs) - len(docs)
     full = cfg.rank == 0  # full fine-tuning: every weight trains, nothing to merge
     saved = {k: v.clone() for k, v in model.state_dict().items()} if full else None
     if full:
@@ -261,7 +270,7 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
             torch.manual_seed(seed)
             params = apply_lora(model, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets))
     opt = adapter_optimizer(params, lr=cfg.learning_rate)
-    per_epoch = math.ceil(len(docs) / cfg.batch_size)
+    per_epoch = math.ceil(len(train_docs) / cfg.batch_size)
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch))  # few kept pairs: more epochs, >= min_steps
     total = per_epoch * epochs
     warmup = int(cfg.warmup_frac * total)
@@ -270,10 +279,10 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
     model.train()
     try:
         for _ in range(epochs):
-            order = list(range(len(docs)))
+            order = list(range(len(train_docs)))
             rng.shuffle(order)
             for i in range(0, len(order), cfg.batch_size):
-                batch = [docs[j] for j in order[i:i + cfg.batch_size]]
+                batch = [train_docs[j] for j in order[i:i + cfg.batch_size]]
                 for group in opt.param_groups:
                     group["lr"] = cosine_lr(step, cfg.learning_rate, warmup, total)
                 if world == 1:
@@ -309,7 +318,7 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
     summary["pairs_nll"] = {"before": round(pairs_before[0] / max(1, pairs_before[1]), 5),
                             "after": round(pairs_after[0] / max(1, pairs_after[1]), 5), "tokens": pairs_before[1]}
     summary["update"] = {"rank": cfg.rank, "learning_rate": cfg.learning_rate, "epochs": epochs,
-                         "batch_size": cfg.batch_size, "min_steps": cfg.min_steps}
+                         "batch_size": cfg.batch_size, "min_steps": cfg.min_steps, "replay": cfg.replay}
     if probe:
         after = probe_losses(model, probe, pad_id, cfg.dtype)
         summary["forgetting"] = forgetting_summary(before, after, {n: len(d) for n, d in probe.items()},

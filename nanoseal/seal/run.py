@@ -60,6 +60,7 @@ from nanoseal.argtypes import (
     POSITIVE_INT,
     SEED,
     TEMPERATURE,
+    float_in,
     int_in,
 )
 from nanoseal.checkpoint import build_model, load_model, save_checkpoint
@@ -81,6 +82,7 @@ from nanoseal.seal.restem import (
     TOPK_SELECTION,
     RestemConfig,
     forgetting_probe,
+    grid_answer_documents,
     restem_config,
     restem_update,
     select_pairs,
@@ -111,7 +113,7 @@ LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0, "oracle_grid": "seal", 
                          "restem_recipe": "seal", "curate": False, "shift_samples": 0, "eval_self_edits": None,
                          "lora_alpha": None, "ttt_targets": "default", "grid_style": "compact",
                          "restem_min_steps": None, "split_weight_change": True, "curate_rule": "seal",
-                         "restem_max_per_task": 0}
+                         "restem_max_per_task": 0, "restem_replay": 0.0}
 SHIFT_PROMPTS = 16  # held-out self-edit prompts the per-round policy shift is measured on
 DIE_AFTER_ENV = "NANOSEAL_TEST_DIE_AFTER"  # tests only: see die_hook
 _items_done = [0]  # work items this process has finished (for die_hook)
@@ -157,6 +159,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--curate-rule", default="seal", choices=list(CURATION_RULES),
                         help="with --curate: seal (SEAL's rule) or contrast (also keep the tasks ICL solves and an "
                              "oracle recipe breaks: their kept self-edits say when not to train hard)")
+    parser.add_argument("--restem-replay", type=float_in(0, 10.0), default=0.0,
+                        help="grid-answer documents (the training pool's demonstrations, leave-one-out) trained on "
+                             "per kept self-edit in each update, so it does not unlearn answering (0: SEAL's update)")
     parser.add_argument("--restem-max-per-task", type=NON_NEGATIVE_INT, default=0,
                         help="keep at most this many successful self-edits of one task for the update (0: all, as "
                              "SEAL; binary reward only)")
@@ -286,7 +291,8 @@ def resolve_restem(args: argparse.Namespace, meta: dict) -> RestemConfig:
         raise NanosealError(f"--restem-recipe {recipe!r}: expected auto, {', '.join(RESTEM_RECIPES)} or a preset "
                             f"({', '.join(p for p in PRESETS if PRESETS[p].restem)})")
     cfg = restem_config(fields, rank=args.restem_rank, learning_rate=args.restem_lr, epochs=args.restem_epochs,
-                        min_steps=args.restem_min_steps, style=args.grid_style, dtype=args.dtype)
+                        min_steps=args.restem_min_steps, style=args.grid_style, dtype=args.dtype,
+                        replay=args.restem_replay)
     if cfg.rank < 0 or cfg.epochs < 1 or not (0 < cfg.learning_rate < 1):
         raise NanosealError(f"ReST-EM update: rank must be >= 0, epochs >= 1 and 0 < lr < 1; got rank {cfg.rank}, "
                             f"epochs {cfg.epochs}, lr {cfg.learning_rate}")
@@ -353,6 +359,7 @@ def run(args: argparse.Namespace) -> int:
     policy = model
     curation = {}
 
+    pool_tasks = list(train_tasks)
     # ---- SEAL's curation of the training pool (round-0 policy): ICL and the oracle grid on every candidate
     if args.curate:
         def curate_item(i: int) -> list[dict]:
@@ -376,6 +383,8 @@ def run(args: argparse.Namespace) -> int:
         curation["train"] = record
         keep = set(record["kept"])
         train_tasks = [t for t in train_tasks if t.id in keep]
+    replay_docs = grid_answer_documents(tokenizer, pool_tasks, style, model.config.sequence_len, every_query=True) \
+        if restem_cfg.replay else None  # the whole pool's demonstrations: what the update may train answers on
     probe = forgetting_probe(tokenizer, train_tasks, restem_cfg, model.config.sequence_len)  # fixed, a handful
     shift_tasks = eval_tasks[:SHIFT_PROMPTS]
 
@@ -421,7 +430,8 @@ def run(args: argparse.Namespace) -> int:
             before = sample_distribution(policy, tokenizer, shift_tasks, args.shift_samples, shift_seed, style,
                                          args.temperature)
         summary = restem_update(policy, tokenizer, {t.id: t for t in train_tasks}, pairs, restem_cfg,
-                                seed=args.seed + rnd, forgetting_docs=probe)  # data-parallel over the ranks
+                                seed=args.seed + rnd, forgetting_docs=probe,
+                                replay_docs=replay_docs)  # data-parallel over the ranks
         round_policies[rnd + 1] = policy
         if rank != 0:
             continue
