@@ -10,7 +10,8 @@ tokenizer and the pretraining / SFT checkpoints (found through config.json's che
   SFT          wall: last base checkpoint -> last SFT checkpoint meta; loop time from its train_state
   seal setup   last SFT checkpoint -> run config.json written (SFT's validity check, loading the policy)
   sampling / TTT / eval
-               sums of the per-self-edit seconds in selfedits.jsonl (sample, ttt, eval), all methods
+               sums of the per-self-edit seconds in selfedits.jsonl (sample, ttt, eval), all methods; a run on N
+               processes (results.json world_size) divides them by N (the ranks work side by side)
   ReST-EM      the policy update: last round-0 TTT event -> the restem event (events.jsonl timestamps)
   report       the last "evaluated task" event -> the report event
   other        the seal phase's wall time (config.json -> report event) minus the parts above
@@ -70,8 +71,14 @@ def phases(run_dir: str, install_seconds: float | None = None) -> dict:
         t_sft, sft_state = _checkpoint(sft_dir)
     rows = _read_jsonl(os.path.join(run_dir, "selfedits.jsonl"))
     events = _read_jsonl(os.path.join(run_dir, "events.jsonl"))
-    sums = {k: sum(r["seconds"].get(k, 0.0) for r in rows) for k in ("sample", "ttt", "eval")}
-    by_phase = {p: sum(sum(r["seconds"].values()) for r in rows if r["key"][0] == p)
+    results_path = os.path.join(run_dir, "results.json")
+    world = 1
+    if os.path.exists(results_path):
+        with open(results_path) as f:
+            world = json.load(f).get("world_size", 1)
+    per = f" / {world} processes" if world > 1 else ""
+    sums = {k: sum(r["seconds"].get(k, 0.0) for r in rows) / world for k in ("sample", "ttt", "eval")}
+    by_phase = {p: sum(sum(r["seconds"].values()) for r in rows if r["key"][0] == p) / world
                 for p in ("curate", "train", "eval")}
     split = (f"curation {by_phase['curate']:.0f} s, training rounds {by_phase['train']:.0f} s, "
              f"held-out {by_phase['eval']:.0f} s")
@@ -85,9 +92,9 @@ def phases(run_dir: str, install_seconds: float | None = None) -> dict:
         "pretrain": (None, f"none: ready policy {sft_dir}"),
         "sft": (None, "none: ready policy"),
         "seal setup": (None, "not measured (ready policy)"),
-        "sampling": (sums["sample"], f"sum over {len(rows)} selfedits.jsonl rows"),
-        "ttt": (sums["ttt"], f"sum over selfedits.jsonl rows (all parts: {split})"),
-        "eval": (sums["eval"], "sum over selfedits.jsonl rows"),
+        "sampling": (sums["sample"], f"sum over {len(rows)} selfedits.jsonl rows{per}"),
+        "ttt": (sums["ttt"], f"sum over selfedits.jsonl rows{per} (all parts: {split})"),
+        "eval": (sums["eval"], f"sum over selfedits.jsonl rows{per}"),
         "restem": (sum(t - max((x for x in ttt_events if x < t), default=t) for t in restem) if restem else None,
                    f"event times: each of {len(restem)} updates from its round's last TTT event"),
         "report": ((report[-1] - evals[-1]) if report and evals else None, "event times"),

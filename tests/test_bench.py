@@ -158,6 +158,9 @@ def test_demo_phases_two_rounds_and_a_ready_policy(tmp_path):
     assert p["restem"][0] == pytest.approx(4.0 + 6.0)
     assert p["pretrain"][0] is None and p["sft"][0] is None and p["seal setup"][0] is None
     assert p["ttt"][0] == 1.0 and p["total"][0] == pytest.approx(181.0)  # the seal phase's wall time, 00:09-00:12:01
+    (run / "results.json").write_text(json.dumps({"world_size": 2}))  # a run on 2 processes: the ranks side by side
+    p = phases(str(run))
+    assert p["ttt"][0] == 0.5 and "/ 2 processes" in p["ttt"][1]
 
 
 def test_mfu_pretraining_rate_counts_the_preset_batch():

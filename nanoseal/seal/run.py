@@ -500,7 +500,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     results = {"methods": {}, "per_task": {}, "rounds": rounds_summary, "config": config, "skipped_tasks": skipped,
                "seed": args.seed, "extensions": reward_extensions(args), "ttt_config": asdict(ttt_cfg),
-               "restem": asdict(restem_cfg)}
+               "restem": asdict(restem_cfg), "world_size": dist.world_size()}
     for method, (_, n) in methods.items():
         method_rows = rows.select("eval", 0, method)
         s = summarise(method_rows, eval_tasks, n)
