@@ -61,5 +61,6 @@ def test_update_size_decides_how_far_the_pairs_nll_moves(tokenizer):
         s = restem_update(model, tokenizer, tasks, pairs, RestemConfig(learning_rate=lr, epochs=4, batch_size=3),
                           seed=0)
         drops[lr] = s["pairs_nll"]["before"] - s["pairs_nll"]["after"]
-        assert s["update"] == {"rank": 16, "learning_rate": lr, "epochs": 4, "batch_size": 3, "min_steps": 0}
+        assert s["update"] == {"rank": 16, "learning_rate": lr, "epochs": 4, "batch_size": 3, "min_steps": 0,
+                               "replay": 0.0}
     assert 0 <= drops[5e-5] < 0.05 * drops[1e-2], drops
