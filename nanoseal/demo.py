@@ -39,6 +39,7 @@ from nanoseal.arc.gen import EVAL_FAMILIES, feasible_families, instance_id
 from nanoseal.argtypes import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED, OneLineParser, float_in, int_in
 from nanoseal.common import autodetect_device, get_base_dir, print0
 from nanoseal.seal import run as seal_run
+from nanoseal.seal.curate import RULES as CURATION_RULES
 from nanoseal.train.presets import get_preset
 from nanoseal.train.pretrain import add_common_args, budget
 from nanoseal.train.sft import sft
@@ -75,7 +76,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--curate", action=argparse.BooleanOptionalAction, default=True,
                         help="SEAL's curation of the training tasks (keep those ICL fails and an oracle recipe "
                              "solves; default on); the held-out tables always show the curated subset too")
-    parser.add_argument("--curate-rule", default="seal", choices=["seal", "contrast"],
+    parser.add_argument("--curate-rule", default="seal", choices=list(CURATION_RULES),
                         help="seal: SEAL's rule; contrast: also keep training tasks ICL solves and an oracle recipe "
                              "breaks (nanoseal.seal.curate)")
     parser.add_argument("--restem-replay", type=float_in(0, 10.0), default=0.0,

@@ -25,12 +25,12 @@ DROP_UNMEASURED = "not measured (skipped or missing rows)"
 DROP_ICL_SAFE = "ICL solves it and every oracle recipe keeps it solved"
 KEEP = "kept: ICL fails and an oracle recipe solves it"
 KEEP_BREAKS = "kept: ICL solves it and an oracle recipe breaks it"
-RULES = ("seal", "contrast")
+RULES = {"seal": KEEP, "contrast": f"{KEEP}; or ICL solves it and an oracle recipe breaks it"}  # name -> its rule
 
 
 def decide(icl_solved: bool | None, oracle_solved: list[bool] | None, rule: str = "seal") -> tuple[bool, str]:
     """(keep, reason) for one task from its ICL result and its oracle recipes' results, by SEAL's rule or "contrast"."""
-    assert rule in RULES, f"curation rule must be one of {RULES}, got {rule!r}"
+    assert rule in RULES, f"curation rule must be one of {list(RULES)}, got {rule!r}"
     if icl_solved is None or not oracle_solved:
         return False, DROP_UNMEASURED
     if icl_solved:
@@ -52,8 +52,7 @@ def curate(pool: list[str], icl_solved: dict[str, bool], oracle_solved: dict[str
             kept.append(task_id)
         else:
             dropped[task_id] = reason
-    return {"pool": list(pool), "kept": kept, "dropped": dropped,
-            "rule": KEEP if rule == "seal" else f"{KEEP}; or {KEEP_BREAKS[len('kept: '):]}"}
+    return {"pool": list(pool), "kept": kept, "dropped": dropped, "rule": RULES[rule]}
 
 
 def curate_rows(pool: list[str], rows: list[dict], rule: str = "seal") -> dict:

@@ -255,7 +255,7 @@ def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tu
     rng = random.Random(seed)
     train_docs = list(docs)
     if cfg.replay > 0 and replay_docs:  # answers too, so the update does not unlearn answering grids
-        n = round(cfg.replay * len(docs))
+        n = round(cfg.replay * len(docs))  # n of them: a random subset, or each about n / len times when n is larger
         train_docs += [replay_docs[j % len(replay_docs)] for j in rng.sample(range(max(n, len(replay_docs))), n)]
     summary["n_replay"] = len(train_docs) - len(docs)
     full = cfg.rank == 0  # full fine-tuning: every weight trains, nothing to merge
