@@ -30,6 +30,8 @@ from collections import Counter, defaultdict
 from nanoseal.common import NanosealError, atomic_write_bytes, atomic_write_text, read_json_object, read_jsonl
 from nanoseal.seal.effect import effect_markdown, learned_markdown, method_order
 from nanoseal.seal.effect import label as effect_label
+from nanoseal.seal.hedge import hedged_per_task
+from nanoseal.seal.tasks import resolve_tasks
 
 METHOD_LABELS = {
     "icl": "ICL (no adaptation)",
@@ -74,6 +76,20 @@ def load_selfedits(run_dir: str) -> list[dict]:
         return []
     rows, _ = read_jsonl(path, strict=True, allow_nonfinite=True)
     return rows
+
+
+def with_hedged(results: dict, rows: list[dict]) -> dict:
+    """results with `per_task_hedged` filled in from the rows when the run predates it (its held-out tasks
+    resolved from the config); unchanged when it has it, or when the tasks cannot be resolved any more."""
+    spec = (results.get("config") or {}).get("eval_tasks")
+    if results.get("per_task_hedged") or not rows or not isinstance(spec, str):
+        return results
+    try:
+        tasks = resolve_tasks(spec)
+    except NanosealError:
+        return results
+    eval_rows = [r for r in rows if (r.get("key") or [None])[0] == "eval"]
+    return {**results, "per_task_hedged": hedged_per_task(eval_rows, tasks)}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -500,8 +516,8 @@ def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) 
 
 def write_report(run_dir: str) -> str:
     """Write RUN_DIR/report.md and RUN_DIR/plots/*.png; return the report path."""
-    results = load_results(run_dir)
     rows = load_selfedits(run_dir)
+    results = with_hedged(load_results(run_dir), rows)
     plots_dir = os.path.join(run_dir, "plots")
     os.makedirs(plots_dir, exist_ok=True)
     text = build_report(run_dir, results, rows, plots_dir)
@@ -512,7 +528,7 @@ def write_report(run_dir: str) -> str:
 
 def seeds_table(run_dirs: list[str]) -> str:
     """Markdown table of each method's success rate across runs: mean ± sample std, then every run's value."""
-    runs = [load_results(d) for d in run_dirs]
+    runs = [with_hedged(load_results(d), load_selfedits(d)) for d in run_dirs]
     methods = _method_order({m for r in runs for m in r.get("methods", {})})
     header = ["method", f"success (mean ± std, n={len(runs)})", "solved any (mean)"]
     header += [f"seed {r.get('seed', '?')}" for r in runs]

@@ -46,6 +46,8 @@ def test_seal_run_writes_everything_and_resumes(tmp_path, checkpoint, capsys):
     for s in results["methods"].values():
         assert s["n_tasks"] == 2 and 0.0 <= s["success_rate"] <= 1.0
     assert results["methods"]["seal"]["n_pairs"] == 4
+    assert set(results["per_task_hedged"]) == set(results["methods"])
+    assert results["per_task_hedged"]["icl"] == results["per_task"]["icl"]  # ICL rows keep their score
     rows = read_rows(run_dir)
     keys = [tuple(r["key"]) for r in rows]
     assert len(keys) == len(set(keys))

@@ -40,13 +40,14 @@ def label(method: str) -> str:
     return LABELS.get(method, method)
 
 
-def pooled_tasks(runs: list[dict]) -> tuple[dict[str, dict[str, float]], list[str], list[str]]:
-    """({method: {task: success}}, all task keys, curated task keys), pooled over runs (keys 'seed/task')."""
+def pooled_tasks(runs: list[dict], key: str = "per_task") -> tuple[dict[str, dict[str, float]], list[str], list[str]]:
+    """({method: {task: success}}, all task keys, curated task keys), pooled over runs (keys 'seed/task');
+    `key` = "per_task_hedged" pools the hedged scores (nanoseal.seal.hedge) instead."""
     per_method: dict[str, dict[str, float]] = defaultdict(dict)
     tasks, curated = [], []
     for i, results in enumerate(runs):
         prefix = f"{results.get('seed', i)}/"
-        for method, values in (results.get("per_task") or {}).items():
+        for method, values in (results.get(key) or {}).items():
             for task, v in values.items():
                 per_method[method][prefix + task] = float(v)
         first = next(iter((results.get("per_task") or {}).values()), {})
@@ -103,7 +104,27 @@ def effect_markdown(runs: list[dict]) -> str:
     all_d, cur_d = paired_cis(per_method, tasks), paired_cis(per_method, curated)
     md += _table(["difference", "all held-out tasks", "curated subset"],
                  [[k, _diff_text(v), _diff_text(cur_d[k]) if k in cur_d else "–"] for k, v in all_d.items()])
+    if runs and all(r.get("per_task_hedged") for r in runs):
+        md += ["", *hedged_markdown(runs)]
     return "\n".join(md) + "\n"
+
+
+def hedged_markdown(runs: list[dict]) -> list[str]:
+    """Markdown lines: every method and the paired differences again, scored hedged (nanoseal.seal.hedge)."""
+    per_method, tasks, curated = pooled_tasks(runs, "per_task_hedged")
+    all_ci, cur_ci = method_cis(per_method, tasks), method_cis(per_method, curated)
+    all_d, cur_d = paired_cis(per_method, tasks), paired_cis(per_method, curated)
+    md = ["Scored hedged (a second view, not the score above): every TTT row keeps its adapted model's first "
+          "attempt and takes its second from the un-adapted model's (the ICL row's) first attempt when that "
+          "differs. It shows what adaptation adds to in-context answering; it costs each TTT row its own second "
+          "attempt.", ""]
+    md += _table(["method (hedged)", f"all held-out tasks (n={len(tasks)})", f"curated subset (n={len(curated)})"],
+                 [[label(m), fmt_ci(all_ci[m]), fmt_ci(cur_ci[m]) if m in cur_ci else "–"]
+                  for m in method_order(all_ci)])
+    md += [""]
+    md += _table(["difference (hedged)", "all held-out tasks", "curated subset"],
+                 [[k, _diff_text(v), _diff_text(cur_d[k]) if k in cur_d else "–"] for k, v in all_d.items()])
+    return md
 
 
 def success_by_setting(rows: list[dict]) -> dict[str, dict[str, tuple[int, int]]]:
