@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 from nanoseal.common import NanosealError, atomic_write_bytes, atomic_write_text, read_json_object, read_jsonl
 from nanoseal.seal.effect import effect_markdown, learned_markdown, method_order
 from nanoseal.seal.effect import label as effect_label
-from nanoseal.seal.hedge import hedged_per_task
+from nanoseal.seal.guard import gated_per_task, hedged_per_task
 from nanoseal.seal.tasks import resolve_tasks
 
 METHOD_LABELS = {
@@ -78,18 +78,24 @@ def load_selfedits(run_dir: str) -> list[dict]:
     return rows
 
 
-def with_hedged(results: dict, rows: list[dict]) -> dict:
-    """results with `per_task_hedged` filled in from the rows when the run predates it (its held-out tasks
-    resolved from the config); unchanged when it has it, or when the tasks cannot be resolved any more."""
-    spec = (results.get("config") or {}).get("eval_tasks")
-    if results.get("per_task_hedged") or not rows or not isinstance(spec, str):
-        return results
-    try:
-        tasks = resolve_tasks(spec)
-    except NanosealError:
-        return results
+def with_guard(results: dict, rows: list[dict]) -> dict:
+    """results with the two other scorings (nanoseal.seal.guard) filled in from the rows when the run predates
+    them: `per_task_hedged` (its held-out tasks resolved again from the config; left out when they cannot be) and
+    `per_task_gated` (only where the ICL rows recorded their view votes)."""
     eval_rows = [r for r in rows if (r.get("key") or [None])[0] == "eval"]
-    return {**results, "per_task_hedged": hedged_per_task(eval_rows, tasks)}
+    if not eval_rows:
+        return results
+    out = dict(results)
+    spec = (results.get("config") or {}).get("eval_tasks")
+    if not out.get("per_task_hedged") and isinstance(spec, str):
+        try:
+            out["per_task_hedged"] = hedged_per_task(eval_rows, resolve_tasks(spec))
+        except NanosealError:
+            pass
+    ids = list(((results.get("per_task") or {}).get("icl") or {}))
+    if not out.get("per_task_gated") and ids:
+        out["per_task_gated"] = gated_per_task(eval_rows, ids)
+    return out
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -517,7 +523,7 @@ def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) 
 def write_report(run_dir: str) -> str:
     """Write RUN_DIR/report.md and RUN_DIR/plots/*.png; return the report path."""
     rows = load_selfedits(run_dir)
-    results = with_hedged(load_results(run_dir), rows)
+    results = with_guard(load_results(run_dir), rows)
     plots_dir = os.path.join(run_dir, "plots")
     os.makedirs(plots_dir, exist_ok=True)
     text = build_report(run_dir, results, rows, plots_dir)
@@ -528,7 +534,7 @@ def write_report(run_dir: str) -> str:
 
 def seeds_table(run_dirs: list[str]) -> str:
     """Markdown table of each method's success rate across runs: mean ± sample std, then every run's value."""
-    runs = [with_hedged(load_results(d), load_selfedits(d)) for d in run_dirs]
+    runs = [with_guard(load_results(d), load_selfedits(d)) for d in run_dirs]
     methods = _method_order({m for r in runs for m in r.get("methods", {})})
     header = ["method", f"success (mean ± std, n={len(runs)})", "solved any (mean)"]
     header += [f"seed {r.get('seed', '?')}" for r in runs]

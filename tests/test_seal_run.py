@@ -48,7 +48,10 @@ def test_seal_run_writes_everything_and_resumes(tmp_path, checkpoint, capsys):
     assert results["methods"]["seal"]["n_pairs"] == 4
     assert set(results["per_task_hedged"]) == set(results["methods"])
     assert results["per_task_hedged"]["icl"] == results["per_task"]["icl"]  # ICL rows keep their score
+    assert set(results["per_task_gated"]) == set(results["methods"])
     rows = read_rows(run_dir)
+    for r in rows:  # every row that made predictions records how far its views agreed, per test input
+        assert all(0 <= top <= n for top, n in r["votes"]) if r["attempts"] else r["votes"] == []
     keys = [tuple(r["key"]) for r in rows]
     assert len(keys) == len(set(keys))
     # train: 1 task x 2 edits; eval: 2 tasks x (icl 1 + fixed 1 + round0 2 + seal 2 + seal's edits on round 0 2)

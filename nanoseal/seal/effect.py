@@ -42,7 +42,7 @@ def label(method: str) -> str:
 
 def pooled_tasks(runs: list[dict], key: str = "per_task") -> tuple[dict[str, dict[str, float]], list[str], list[str]]:
     """({method: {task: success}}, all task keys, curated task keys), pooled over runs (keys 'seed/task');
-    `key` = "per_task_hedged" pools the hedged scores (nanoseal.seal.hedge) instead."""
+    `key` = "per_task_hedged" / "per_task_gated" pools another scoring (nanoseal.seal.guard) instead."""
     per_method: dict[str, dict[str, float]] = defaultdict(dict)
     tasks, curated = [], []
     for i, results in enumerate(runs):
@@ -104,25 +104,34 @@ def effect_markdown(runs: list[dict]) -> str:
     all_d, cur_d = paired_cis(per_method, tasks), paired_cis(per_method, curated)
     md += _table(["difference", "all held-out tasks", "curated subset"],
                  [[k, _diff_text(v), _diff_text(cur_d[k]) if k in cur_d else "–"] for k, v in all_d.items()])
-    if runs and all(r.get("per_task_hedged") for r in runs):
-        md += ["", *hedged_markdown(runs)]
+    for key, (name, text) in GUARDS.items():
+        if runs and all(r.get(key) for r in runs):
+            md += ["", *other_scoring_markdown(runs, key, name, text)]
     return "\n".join(md) + "\n"
 
 
-def hedged_markdown(runs: list[dict]) -> list[str]:
-    """Markdown lines: every method and the paired differences again, scored hedged (nanoseal.seal.hedge)."""
-    per_method, tasks, curated = pooled_tasks(runs, "per_task_hedged")
+GUARDS = {  # results.json key -> (name, what it does): the other scorings of the same rows, nanoseal.seal.guard
+    "per_task_hedged": ("hedged", "every TTT row keeps its adapted model's first attempt and takes its second from "
+                        "the un-adapted model's (the ICL row's) first attempt when that differs; it costs each TTT "
+                        "row its own second attempt"),
+    "per_task_gated": ("gated", "where more than half of the un-adapted model's inference views predict the same "
+                       "grid (for every test input), the task is answered in context and TTT is skipped: every TTT "
+                       "row of it takes the ICL row's result; elsewhere rows are unchanged"),
+}
+
+
+def other_scoring_markdown(runs: list[dict], key: str, name: str, text: str) -> list[str]:
+    """Markdown lines: every method and the paired differences again, under another scoring of the same rows."""
+    per_method, tasks, curated = pooled_tasks(runs, key)
     all_ci, cur_ci = method_cis(per_method, tasks), method_cis(per_method, curated)
     all_d, cur_d = paired_cis(per_method, tasks), paired_cis(per_method, curated)
-    md = ["Scored hedged (a second view, not the score above): every TTT row keeps its adapted model's first "
-          "attempt and takes its second from the un-adapted model's (the ICL row's) first attempt when that "
-          "differs. It shows what adaptation adds to in-context answering; it costs each TTT row its own second "
-          "attempt.", ""]
-    md += _table(["method (hedged)", f"all held-out tasks (n={len(tasks)})", f"curated subset (n={len(curated)})"],
+    md = [f"Scored {name} (another view of the same rows, not the score above): {text}. The curated subset is "
+          "the one above.", ""]
+    md += _table([f"method ({name})", f"all held-out tasks (n={len(tasks)})", f"curated subset (n={len(curated)})"],
                  [[label(m), fmt_ci(all_ci[m]), fmt_ci(cur_ci[m]) if m in cur_ci else "–"]
                   for m in method_order(all_ci)])
     md += [""]
-    md += _table(["difference (hedged)", "all held-out tasks", "curated subset"],
+    md += _table([f"difference ({name})", "all held-out tasks", "curated subset"],
                  [[k, _diff_text(v), _diff_text(cur_d[k]) if k in cur_d else "–"] for k, v in all_d.items()])
     return md
 

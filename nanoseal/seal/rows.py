@@ -72,7 +72,8 @@ def edit_row(key: tuple, sample: dict | None, result, seconds_sample: float = 0.
         "self_edit": edit.to_json() if edit is not None else None,
         "reward": result.reward, "solved": result.solved, "cell_accuracy": round(result.cell_accuracy, 5),
         "nll": result.nll, "base_nll": base_nll, "n_examples": result.n_examples, "steps": result.steps,
-        "loss_curve": result.loss_curve, "attempts": result.attempts, "skipped": result.skipped,
+        "loss_curve": result.loss_curve, "attempts": result.attempts, "votes": result.votes,
+        "skipped": result.skipped,
         "seconds": {"sample": round(seconds_sample, 3), "ttt": round(result.seconds_ttt, 3),
                     "eval": round(result.seconds_eval, 3)},
     }
@@ -118,8 +119,9 @@ def summarise(rows: list[dict], tasks: list, per_task: int) -> dict:
 
 
 def per_task_success(rows: list[dict], tasks: list, method: str) -> dict[str, float]:
-    """Each task's success: the share of its rows with reward 1 (oracle: 1.0 when any recipe solves it)."""
-    by_task: dict[str, list[int]] = {t.id: [] for t in tasks}
+    """Each task's success: the share of its rows with reward 1 (oracle: 1.0 when any recipe solves it); tasks
+    are Task objects or their ids."""
+    by_task: dict[str, list[int]] = {getattr(t, "id", t): [] for t in tasks}
     for r in rows:
         if r["task"] in by_task:
             by_task[r["task"]].append(r["reward"])

@@ -77,7 +77,7 @@ from nanoseal.lora import DEFAULT_TARGETS, SEAL_TARGETS
 from nanoseal.report import write_report
 from nanoseal.seal.curate import RULES as CURATION_RULES
 from nanoseal.seal.curate import curate_rows
-from nanoseal.seal.hedge import hedged_per_task
+from nanoseal.seal.guard import gated_per_task, hedged_per_task
 from nanoseal.seal.restem import (
     RESTEM_RECIPES,
     TOPK_SELECTION,
@@ -509,7 +509,9 @@ def run(args: argparse.Namespace) -> int:
             s["success_rate"] = s["tasks_solved_any"] / max(1, len(eval_tasks))
         results["methods"][method] = s
         results["per_task"][method] = per_task_success(method_rows, eval_tasks, method)
-    results["per_task_hedged"] = hedged_per_task([r for r in rows.rows if r["key"][0] == "eval"], eval_tasks)
+    eval_rows = [r for r in rows.rows if r["key"][0] == "eval"]
+    results["per_task_hedged"] = hedged_per_task(eval_rows, eval_tasks)  # two more views, nanoseal.seal.guard
+    results["per_task_gated"] = gated_per_task(eval_rows, eval_tasks)
     if grid:  # SEAL's protocol on the held-out side: the subset ICL fails and an oracle recipe solves
         eval_rows = [r for r in rows.rows if r["key"][0] == "eval"]
         curation["eval"] = curate_rows([t.id for t in eval_tasks], eval_rows)

@@ -23,6 +23,7 @@ its attempts. Continuous scores are logged beside it: cell accuracy of the best 
 import math
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -78,6 +79,7 @@ class EditResult:
     steps: int = 0
     loss_curve: list = field(default_factory=list)
     attempts: list = field(default_factory=list)  # per test input: up to 2 grids (lists of lists)
+    votes: list = field(default_factory=list)  # per test input: [views predicting the commonest grid, views]
     data_stats: dict = field(default_factory=dict)
     seconds_ttt: float = 0.0
     seconds_eval: float = 0.0
@@ -231,14 +233,17 @@ def view_prompts(task: Task, t: int, views: list, tokenizer, cfg: TTTConfig, max
 
 
 @torch.inference_mode()
-def predict(model, tokenizer, task: Task, rows: list[int], cfg: TTTConfig, max_len: int, seed: int
-            ) -> list[list[list]]:
-    """Voted attempts [row][test][<=2 grids] for each row's adapter (-1 = base model)."""
+def predict(model, tokenizer, task: Task, rows: list[int], cfg: TTTConfig, max_len: int, seed: int,
+            votes: list | None = None) -> list[list[list]]:
+    """Voted attempts [row][test][<=2 grids] for each row's adapter (-1 = base model). `votes`, if given, gets
+    [row][test] = [views predicting the commonest grid, views]: how far the views agree."""
     device = model.get_device()
     stop_ids = answer_stop_ids(tokenizer)
     views = inference_views(cfg.colour_views, seed=seed)[: cfg.max_views]
     route = torch.tensor(rows, device=device)
     attempts = [[] for _ in rows]
+    if votes is not None:
+        votes[:] = [[] for _ in rows]
     for t in range(len(task.test)):
         outputs = [[] for _ in rows]  # [row][view] grid in the view's frame
         jobs = view_prompts(task, t, views, tokenizer, cfg, max_len)
@@ -258,6 +263,9 @@ def predict(model, tokenizer, task: Task, rows: list[int], cfg: TTTConfig, max_l
         for r in range(len(rows)):
             preds = invert_predictions(used_views, outputs[r]) if used_views else []
             attempts[r].append([list(map(list, g)) for g in vote(preds)] if preds else [])
+            if votes is not None:
+                counts = Counter(p.grid for p in preds if p.grid is not None)
+                votes[r].append([max(counts.values(), default=0), len(preds)])
     return attempts
 
 
@@ -318,7 +326,8 @@ def run_ttt(model, tokenizer, task: Task, self_edits: list, cfg: TTTConfig, seed
                 results[k].loss_curve, results[k].seconds_ttt = curves[j], results[k].seconds_ttt + dt
         rows = list(range(len(trained))) + ([-1] if include_base else [])
         t0 = time.time()
-        attempts = predict(model, tokenizer, task, rows, cfg, max_len, seed)
+        votes: list = []
+        attempts = predict(model, tokenizer, task, rows, cfg, max_len, seed, votes)
         nlls = answer_nll(model, tokenizer, task, rows, cfg, max_len)
         dt = (time.time() - t0) / len(rows)
     finally:
@@ -328,10 +337,10 @@ def run_ttt(model, tokenizer, task: Task, self_edits: list, cfg: TTTConfig, seed
     for j, k in enumerate(trained):
         r = results[k]
         r.solved, r.cell_accuracy = scored[j]
-        r.reward, r.attempts, r.nll, r.seconds_eval = int(r.solved), attempts[j], nlls[j], dt
+        r.reward, r.attempts, r.nll, r.seconds_eval, r.votes = int(r.solved), attempts[j], nlls[j], dt, votes[j]
     if include_base:
         base = EditResult(solved=scored[-1][0], cell_accuracy=scored[-1][1], reward=int(scored[-1][0]),
-                          attempts=attempts[-1], nll=nlls[-1], seconds_eval=dt)
+                          attempts=attempts[-1], votes=votes[-1], nll=nlls[-1], seconds_eval=dt)
     return results, base
 
 
