@@ -522,13 +522,19 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(os.path.join(run_dir, "results.json"), results)
     report_path = write_report(run_dir)
     log.log(f"results and report written: {report_path}", db_phase="report")
-    print(f"{'method':<25}{'success':>9}{'solved(any)':>13}{'tasks':>7}{'curated':>9}")
+    gated = results["per_task_gated"] or {}
+    print(f"{'method':<25}{'success':>9}{'solved(any)':>13}{'tasks':>7}{'curated':>9}{'gated':>8}")
     for method, s in results["methods"].items():
         cur = results.get("curated", {}).get(method, {}).get("success_rate")
         cur_text = f"{cur:>9.3f}" if cur is not None else f"{'–':>9}"
-        print(f"{method:<25}{s['success_rate']:>9.3f}{s['tasks_solved_any']:>13d}{s['n_tasks']:>7d}{cur_text}")
+        g = gated.get(method)
+        gated_text = f"{sum(g.values()) / len(g):>8.3f}" if g else f"{'–':>8}"
+        print(f"{method:<25}{s['success_rate']:>9.3f}{s['tasks_solved_any']:>13d}{s['n_tasks']:>7d}{cur_text}"
+              f"{gated_text}")
     if "curated" in results:
         print(f"curated subset (ICL fails, an oracle recipe solves): {len(curation['eval']['kept'])} of "
               f"{len(eval_tasks)} held-out tasks")
+    if gated:
+        print("gated: TTT rows take the ICL result where more than half of its views agree (report.md)")
     print(f"run directory: {run_dir}\nreport: {report_path}")
     return 0
