@@ -513,7 +513,6 @@ def run(args: argparse.Namespace) -> int:
     results["per_task_hedged"] = hedged_per_task(eval_rows, eval_tasks)  # two more views, nanoseal.seal.guard
     results["per_task_gated"] = gated_per_task(eval_rows, eval_tasks)
     if grid:  # SEAL's protocol on the held-out side: the subset ICL fails and an oracle recipe solves
-        eval_rows = [r for r in rows.rows if r["key"][0] == "eval"]
         curation["eval"] = curate_rows([t.id for t in eval_tasks], eval_rows)
         kept = curation["eval"]["kept"]
         results["curated"] = {m: {"success_rate": sum(results["per_task"][m][t] for t in kept) / len(kept)
