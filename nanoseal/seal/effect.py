@@ -96,17 +96,13 @@ def effect_markdown(runs: list[dict]) -> str:
           "policy). Success of a task = share of its self-edits (or its one recipe) whose adapted model solves it "
           "(pass@2); the oracle counts a task solved when any recipe does. Intervals: 95 % percentile bootstrap "
           "over tasks.", ""]
-    all_ci, cur_ci = method_cis(per_method, tasks), method_cis(per_method, curated)
-    md += _table(["method", f"all held-out tasks (n={len(tasks)})", f"curated subset (n={len(curated)})"],
-                 [[label(m), fmt_ci(all_ci[m]), fmt_ci(cur_ci[m]) if m in cur_ci else "–"]
-                  for m in method_order(all_ci)])
-    md += ["", "Paired differences on the same tasks:", ""]
-    all_d, cur_d = paired_cis(per_method, tasks), paired_cis(per_method, curated)
-    md += _table(["difference", "all held-out tasks", "curated subset"],
-                 [[k, _diff_text(v), _diff_text(cur_d[k]) if k in cur_d else "–"] for k, v in all_d.items()])
+    md += scoring_tables(per_method, tasks, curated, between=["Paired differences on the same tasks:", ""])
     for key, (name, text) in GUARDS.items():
         if runs and all(r.get(key) for r in runs):
-            md += ["", *other_scoring_markdown(runs, key, name, text)]
+            per_method, _, _ = pooled_tasks(runs, key)
+            md += ["", f"Scored {name} (another view of the same rows, not the score above): {text}. The curated "
+                   "subset is the one above.", ""]
+            md += scoring_tables(per_method, tasks, curated, name=f" ({name})")
     return "\n".join(md) + "\n"
 
 
@@ -120,18 +116,17 @@ GUARDS = {  # results.json key -> (name, what it does): the other scorings of th
 }
 
 
-def other_scoring_markdown(runs: list[dict], key: str, name: str, text: str) -> list[str]:
-    """Markdown lines: every method and the paired differences again, under another scoring of the same rows."""
-    per_method, tasks, curated = pooled_tasks(runs, key)
+def scoring_tables(per_method: dict, tasks: list[str], curated: list[str], name: str = "",
+                   between: list[str] | None = None) -> list[str]:
+    """Markdown lines: each method's success and the paired differences, on all tasks and the curated subset;
+    `name` labels the columns of another scoring, `between` goes between the two tables."""
     all_ci, cur_ci = method_cis(per_method, tasks), method_cis(per_method, curated)
     all_d, cur_d = paired_cis(per_method, tasks), paired_cis(per_method, curated)
-    md = [f"Scored {name} (another view of the same rows, not the score above): {text}. The curated subset is "
-          "the one above.", ""]
-    md += _table([f"method ({name})", f"all held-out tasks (n={len(tasks)})", f"curated subset (n={len(curated)})"],
-                 [[label(m), fmt_ci(all_ci[m]), fmt_ci(cur_ci[m]) if m in cur_ci else "–"]
-                  for m in method_order(all_ci)])
-    md += [""]
-    md += _table([f"difference ({name})", "all held-out tasks", "curated subset"],
+    md = _table([f"method{name}", f"all held-out tasks (n={len(tasks)})", f"curated subset (n={len(curated)})"],
+                [[label(m), fmt_ci(all_ci[m]), fmt_ci(cur_ci[m]) if m in cur_ci else "–"]
+                 for m in method_order(all_ci)])
+    md += ["", *(between or [])]
+    md += _table([f"difference{name}", "all held-out tasks", "curated subset"],
                  [[k, _diff_text(v), _diff_text(cur_d[k]) if k in cur_d else "–"] for k, v in all_d.items()])
     return md
 
