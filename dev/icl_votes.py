@@ -16,6 +16,7 @@ import shutil
 import torch
 
 from nanoseal.checkpoint import load_model
+from nanoseal.common import atomic_write_text
 from nanoseal.lora import apply_lora, remove_lora
 from nanoseal.report import load_results, load_selfedits
 from nanoseal.seal.tasks import resolve_tasks
@@ -45,9 +46,7 @@ def add_votes(run_dir: str, checkpoint: str | None) -> str:
         remove_lora(model)
     path = os.path.join(run_dir, "selfedits.jsonl")
     shutil.copyfile(path, path + ".bak")
-    with open(path + ".tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(path + ".tmp", path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     return f"{run_dir}: votes added to {len(icl)} ICL rows"
 
 
