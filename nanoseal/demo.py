@@ -83,6 +83,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="grid-answer documents trained on per kept self-edit in each ReST-EM update (0: SEAL's)")
     parser.add_argument("--restem-max-per-task", type=NON_NEGATIVE_INT, default=0,
                         help="successful self-edits of one training task kept for an update at most (0: all)")
+    parser.add_argument("--prompt-votes", action="store_true",
+                        help="extension: each self-edit prompt ends with how many of the policy's own inference views "
+                             "agree on its un-adapted answer (nanoseal seal --prompt-votes)")
     parser.add_argument("--restem-recipe", default="auto",
                         help="ReST-EM update size: auto (the preset's), seal (SEAL's 1B recipe) or a preset name")
     parser.add_argument("--procs", type=POSITIVE_INT, default=None,
@@ -150,6 +153,8 @@ def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:
         argv += ["--restem-replay", str(args.restem_replay)]
     if args.restem_max_per_task:
         argv += ["--restem-max-per-task", str(args.restem_max_per_task)]
+    if args.prompt_votes:
+        argv.append("--prompt-votes")
     if not args.split_weight_change:
         argv.append("--no-split-weight-change")
     if args.max_views:

@@ -223,3 +223,19 @@ def test_curate_records_the_training_pool_and_the_held_out_subset(tmp_path, chec
     assert main(["seal", "--checkpoint", checkpoint, "--run-dir", run_dir, *flags, "--curate", "--oracle-grid",
                  "prior"]) == 0  # resumes: nothing redone
     assert len(read_rows(run_dir)) == len(rows)
+
+
+def test_prompt_votes_end_every_self_edit_prompt_with_the_writers_own_agreement(tmp_path, checkpoint):
+    from nanoseal.seal.selfedit import votes_note
+    run_dir = str(tmp_path / "run")
+    assert main(["seal", "--checkpoint", checkpoint, "--run-dir", run_dir, *FLAGS, "--prompt-votes"]) == 0
+    rows = read_rows(run_dir)
+    edits = [r for r in rows if r["method"] not in ("icl", "ttt_fixed")]
+    assert edits and all(r["prompt_note"].startswith("Before fine-tuning") for r in edits)
+    icl = {r["task"]: r for r in rows if r["method"] == "icl"}
+    for r in rows:
+        if r["key"][:3] == ["eval", 0, "ttt_selfedit_round0"]:  # the un-trained policy's own ICL answer's agreement
+            assert r["prompt_note"] == votes_note(icl[r["task"]]["votes"])
+            assert r["base_nll"] == pytest.approx(icl[r["task"]]["nll"], rel=1e-4)
+    assert not any("prompt_note" in r for r in rows if r["method"] in ("icl", "ttt_fixed"))
+    assert json.load(open(os.path.join(run_dir, "config.json")))["prompt_votes"] is True

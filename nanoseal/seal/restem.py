@@ -140,13 +140,14 @@ def select_pairs_topk(rows: list[dict], k: int) -> list[tuple[str, str]]:
 
 
 def sft_documents(tokenizer, tasks_by_id: dict[str, Task], pairs: list[tuple[str, str]], cfg: RestemConfig,
-                  max_len: int) -> list[tuple[list[int], list[int]]]:
-    """Rendered (ids, mask) of each pair: the self-edit prompt as sampled, then the self-edit (supervised)."""
+                  max_len: int, notes: dict[str, str] | None = None) -> list[tuple[list[int], list[int]]]:
+    """Rendered (ids, mask) of each pair: the self-edit prompt as sampled (ending with notes[task id], if any,
+    as it did when sampled with --prompt-votes), then the self-edit (supervised)."""
     docs = []
     for task_id, text in pairs:
         answer_tokens = len(tokenizer.encode(text)) + 2
         conv = fit_selfedit_conversation(tokenizer, tasks_by_id[task_id], cfg.style, max_tokens=max_len,
-                                         reserve_tokens=answer_tokens)
+                                         reserve_tokens=answer_tokens, note=(notes or {}).get(task_id, ""))
         if conv is None:
             continue
         conv = {"messages": conv["messages"] + [{"role": "assistant", "content": text}]}
@@ -235,12 +236,13 @@ def data_parallel_backward(model, mine: list, batch: list, pad_id: int, dtype: s
 
 def restem_update(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tuple[str, str]],
                   cfg: RestemConfig, seed: int = 0, forgetting_docs: dict[str, list] | list | None = None,
-                  replay_docs: list | None = None) -> dict:
+                  replay_docs: list | None = None, notes: dict[str, str] | None = None) -> dict:
     """Behaviour-clone the pairs into the policy with a LoRA and merge it; returns a summary dict. With cfg.replay
-    > 0, round(replay x self-edit documents) of replay_docs (grid answers) are trained on alongside."""
+    > 0, round(replay x self-edit documents) of replay_docs (grid answers) are trained on alongside. notes: each
+    task's prompt note, as its self-edits were sampled with (sft_documents)."""
     max_len = cfg.max_len or model.config.sequence_len
     pad_id = tokenizer.get_bos_token_id()
-    docs = sft_documents(tokenizer, tasks_by_id, pairs, cfg, max_len)
+    docs = sft_documents(tokenizer, tasks_by_id, pairs, cfg, max_len, notes)
     summary = {"n_kept": len(pairs), "n_docs": len(docs), "steps": 0, "loss_curve": [], "restem_loss": None,
                "skipped": None, "forgetting": None, "pairs_nll": None}
     if not docs:

@@ -16,8 +16,8 @@ import time
 
 from nanoseal.engine import Engine
 from nanoseal.logs import append_lines, read_jsonl
-from nanoseal.seal.selfedit import sample_self_edits
-from nanoseal.seal.ttt import TTTConfig, run_ttt
+from nanoseal.seal.selfedit import sample_self_edits, votes_note
+from nanoseal.seal.ttt import EditResult, TTTConfig, run_ttt
 
 
 def drop_partial_line(path: str) -> None:
@@ -79,16 +79,33 @@ def edit_row(key: tuple, sample: dict | None, result, seconds_sample: float = 0.
     }
 
 
+def own_votes_note(model, tokenizer, task, ttt_cfg: TTTConfig, seed: int) -> tuple[str, EditResult]:
+    """The model's un-adapted answer on a task and the prompt note saying how many of its views agree on it."""
+    _, base = run_ttt(model, tokenizer, task, [], ttt_cfg, seed=seed, include_base=True)
+    return votes_note(base.votes), base
+
+
 def selfedit_group(policy, tokenizer, task, key: tuple, K: int, args, ttt_cfg: TTTConfig, seed: int,
                    adapted=None) -> list[dict]:
-    """Sample K self-edits from the policy for a task, TTT each on the policy (or on `adapted`), return K rows."""
+    """Sample K self-edits from the policy for a task, TTT each on the policy (or on `adapted`), return K rows.
+    With args.prompt_votes the policy first answers the task un-adapted and the prompt ends with how many of its
+    views agree (the rows record that note as prompt_note); that answer is the rows' base when policy is adapted."""
+    note, base = "", None
+    if args.prompt_votes:
+        note, base = own_votes_note(policy, tokenizer, task, ttt_cfg, seed)
     t0 = time.time()
     samples = sample_self_edits(Engine(policy, tokenizer), tokenizer, task, K, temperature=args.temperature,
-                                seed=seed, style=ttt_cfg.style, max_epochs=10)
+                                seed=seed, style=ttt_cfg.style, max_epochs=10, note=note)
     sample_seconds = (time.time() - t0) / K
     edits = [s["self_edit"] for s in samples]
-    results, base = run_ttt(adapted or policy, tokenizer, task, edits, ttt_cfg, seed=seed, include_base=True)
-    return [edit_row(key + (k,), samples[k], results[k], sample_seconds, base.nll) for k in range(K)]
+    results, adapted_base = run_ttt(adapted or policy, tokenizer, task, edits, ttt_cfg, seed=seed,
+                                    include_base=base is None or adapted is not None)
+    base = adapted_base or base
+    rows = [edit_row(key + (k,), samples[k], results[k], sample_seconds, base.nll) for k in range(K)]
+    if note:
+        for row in rows:
+            row["prompt_note"] = note
+    return rows
 
 
 def recipe_group(model, tokenizer, task, key: tuple, recipes: list, ttt_cfg: TTTConfig, seed: int) -> list[dict]:

@@ -95,6 +95,7 @@ from nanoseal.seal.rows import (
     kept_edits,
     per_task_success,
     recipe_group,
+    own_votes_note,
     selfedit_group,
     summarise,
 )
@@ -114,7 +115,7 @@ LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0, "oracle_grid": "seal", 
                          "restem_recipe": "seal", "curate": False, "shift_samples": 0, "eval_self_edits": None,
                          "lora_alpha": None, "ttt_targets": "default", "grid_style": "compact",
                          "restem_min_steps": None, "split_weight_change": True, "curate_rule": "seal",
-                         "restem_max_per_task": 0, "restem_replay": 0.0}
+                         "restem_max_per_task": 0, "restem_replay": 0.0, "prompt_votes": False}
 SHIFT_PROMPTS = 16  # held-out self-edit prompts the per-round policy shift is measured on
 DIE_AFTER_ENV = "NANOSEAL_TEST_DIE_AFTER"  # tests only: see die_hook
 _items_done = [0]  # work items this process has finished (for die_hook)
@@ -166,6 +167,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restem-max-per-task", type=NON_NEGATIVE_INT, default=0,
                         help="keep at most this many successful self-edits of one task for the update (0: all, as "
                              "SEAL; binary reward only)")
+    parser.add_argument("--prompt-votes", action="store_true",
+                        help="extension: the policy answers each task un-adapted first and its self-edit prompt ends "
+                             "with how many of its inference views agree on that answer (nanoseal.seal.selfedit."
+                             "votes_note), so a policy can learn when not to train hard")
     parser.add_argument("--shift-samples", type=NON_NEGATIVE_INT, default=4,
                         help=f"self-edits sampled per held-out prompt (first {SHIFT_PROMPTS}) before and after each "
                              "update, to measure how far it moved the policy (0: off)")
@@ -389,6 +394,12 @@ def run(args: argparse.Namespace) -> int:
     probe = forgetting_probe(tokenizer, train_tasks, restem_cfg, model.config.sequence_len)  # fixed, a handful
     shift_tasks = eval_tasks[:SHIFT_PROMPTS]
 
+    def shift_notes(m) -> dict[str, str] | None:  # with --prompt-votes the shift prompts end as the policy's do
+        if not args.prompt_votes:
+            return None
+        return {t.id: own_votes_note(m, tokenizer, t, ttt_cfg, args.seed * 7919 + 100_000 + i)[0]
+                for i, t in enumerate(shift_tasks)}
+
     def train_item(item: tuple[int, int]) -> list[dict]:  # (round, task index): K self-edits of the policy, TTT'd
         rnd, i = item
         return selfedit_group(policy, tokenizer, train_tasks[i], ("train", rnd, "seal", train_tasks[i].id), K, args,
@@ -429,16 +440,17 @@ def run(args: argparse.Namespace) -> int:
         before = None
         if rank == 0 and args.shift_samples and pairs:
             before = sample_distribution(policy, tokenizer, shift_tasks, args.shift_samples, shift_seed, style,
-                                         args.temperature)
+                                         args.temperature, shift_notes(policy))
+        notes = {r["task"]: r.get("prompt_note", "") for r in round_rows} if rank == 0 else None
         summary = restem_update(policy, tokenizer, {t.id: t for t in train_tasks}, pairs, restem_cfg,
-                                seed=args.seed + rnd, forgetting_docs=probe,
-                                replay_docs=replay_docs)  # data-parallel over the ranks
+                                seed=args.seed + rnd, forgetting_docs=probe, replay_docs=replay_docs,
+                                notes=dist.broadcast_object(notes))  # data-parallel over the ranks
         round_policies[rnd + 1] = policy
         if rank != 0:
             continue
         if before is not None:
             after = sample_distribution(policy, tokenizer, shift_tasks, args.shift_samples, shift_seed, style,
-                                        args.temperature)
+                                        args.temperature, shift_notes(policy))
             summary["shift"] = shift_summary(before, after, field_distributions(kept_edits(round_rows, pairs)))
         stats = summarise(round_rows, train_tasks, K)
         summary.update(round=rnd, success_rate=stats["success_rate"], n_pairs=stats["n_pairs"], reward=args.reward,

@@ -78,6 +78,14 @@ SELFEDIT_INSTRUCTION = (
 )
 
 
+def votes_note(votes: list) -> str:
+    """The self-edit prompt's optional last line (`nanoseal seal --prompt-votes`): how self-consistent the writing
+    model's own answer is before any fine-tuning, from its inference views' votes ([top count, views] per test)."""
+    assert votes and all(len(v) == 2 and 0 <= v[0] <= v[1] for v in votes), f"votes must be [top, views] pairs: {votes}"
+    counts = ", ".join(f"{top} of {n}" for top, n in votes)
+    return f"Before fine-tuning, the views that agree on your answer: {counts}."
+
+
 @dataclass(frozen=True)
 class SelfEdit:
     """A valid self-edit, SEAL's nested schema flattened."""
@@ -297,24 +305,26 @@ def parse_self_edit(text: str, max_epochs: int = DEFAULT_MAX_EPOCHS, max_steps: 
 # the prompt
 
 
-def selfedit_conversation(task: Task, style: str = "compact", demo_indices: Sequence[int] | None = None) -> dict:
+def selfedit_conversation(task: Task, style: str = "compact", demo_indices: Sequence[int] | None = None,
+                          note: str = "") -> dict:
     """The self-edit prompt as a one-user-message conversation: the demonstrations (all, or demo_indices) and
-    SEAL's instruction asking for a JSON configuration. The test inputs are never shown."""
+    SEAL's instruction asking for a JSON configuration, then `note` on a line of its own if given (votes_note).
+    The test inputs are never shown."""
     fmt = get_format(style)
     indices = range(len(task.train)) if demo_indices is None else demo_indices
     demos = "".join(demo_text(*task.train[i], style) for i in indices)
-    content = SELFEDIT_INTRO + fmt.description + demos + "\n" + SELFEDIT_INSTRUCTION
+    content = SELFEDIT_INTRO + fmt.description + demos + "\n" + SELFEDIT_INSTRUCTION + (f"\n{note}" if note else "")
     return {"messages": [{"role": "user", "content": content}]}
 
 
 def fit_selfedit_conversation(tokenizer, task: Task, style: str = "compact", max_tokens: int | None = None,
-                              reserve_tokens: int = 0, min_demos: int = 1) -> dict | None:
+                              reserve_tokens: int = 0, min_demos: int = 1, note: str = "") -> dict | None:
     """The self-edit conversation whose completion prompt plus reserve_tokens fits max_tokens, dropping whole
     demonstrations (the most expensive first, the last on ties); None if min_demos demonstrations do not fit."""
     kept = list(range(len(task.train)))
     costs = {i: len(tokenizer.encode(demo_text(*task.train[i], style))) for i in kept}
     while True:
-        conv = selfedit_conversation(task, style, kept)
+        conv = selfedit_conversation(task, style, kept, note)
         tokens = len(tokenizer.render_for_completion(conv)) + reserve_tokens
         if max_tokens is None or tokens <= max_tokens:
             return conv
@@ -329,10 +339,10 @@ def fit_selfedit_conversation(tokenizer, task: Task, style: str = "compact", max
 
 
 def selfedit_prompt_ids(tokenizer, task: Task, style: str = "compact", max_tokens: int | None = None,
-                        reserve_tokens: int = 0) -> list[int] | None:
+                        reserve_tokens: int = 0, note: str = "") -> list[int] | None:
     """Token ids of the self-edit prompt, ready to sample from (ends with <|assistant_start|>); None if it
     cannot fit max_tokens (minus reserve_tokens for the answer) even with a single demonstration."""
-    conv = fit_selfedit_conversation(tokenizer, task, style, max_tokens, reserve_tokens)
+    conv = fit_selfedit_conversation(tokenizer, task, style, max_tokens, reserve_tokens, note=note)
     return None if conv is None else tokenizer.render_for_completion(conv)
 
 
@@ -342,7 +352,7 @@ def selfedit_prompt_ids(tokenizer, task: Task, style: str = "compact", max_token
 
 def sample_self_edits(engine, tokenizer, task: Task, k: int, temperature: float = 0.8, max_tokens: int = 128,
                       seed: int = 0, style: str = "compact", max_resamples: int = 1,
-                      max_prompt_tokens: int | None = None, **parse_kwargs) -> list[dict]:
+                      max_prompt_tokens: int | None = None, note: str = "", **parse_kwargs) -> list[dict]:
     """K self-edits for a task from the policy in `engine`, one batched generate call per round.
 
     Returns one dict per sample: {"raw": text, "self_edit": SelfEdit | None, "reason": str | None,
@@ -350,14 +360,16 @@ def sample_self_edits(engine, tokenizer, task: Task, k: int, temperature: float 
     (one batched call for all of them, seed + round); the dict keeps the last attempt. "seconds" is the
     sample's share of the wall time of the batched calls it took part in. The prompt must fit
     max_prompt_tokens (default: the model's sequence_len minus max_tokens); if it cannot, no call is made and
-    every sample is invalid with attempts 0. parse_kwargs go to parse_self_edit (max_epochs, max_steps, ...).
+    every sample is invalid with attempts 0. `note` ends the prompt (selfedit_conversation). parse_kwargs go to
+    parse_self_edit (max_epochs, max_steps, ...).
     """
     assert k >= 1, f"k must be >= 1, got {k}"
     assert max_resamples >= 0, f"max_resamples must be >= 0, got {max_resamples}"
     if max_prompt_tokens is None:
         max_prompt_tokens = engine.model.config.sequence_len - max_tokens
     results = [{"raw": "", "self_edit": None, "reason": None, "attempts": 0, "seconds": 0.0} for _ in range(k)]
-    prompt = selfedit_prompt_ids(tokenizer, task, style, max_prompt_tokens) if max_prompt_tokens > 0 else None
+    prompt = selfedit_prompt_ids(tokenizer, task, style, max_prompt_tokens, note=note) \
+        if max_prompt_tokens > 0 else None
     if prompt is None:
         for r in results:
             r["reason"] = f"self-edit prompt does not fit {max_prompt_tokens} tokens"

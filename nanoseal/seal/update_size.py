@@ -70,13 +70,14 @@ def entropy(p: dict) -> float:
 
 
 def sample_distribution(policy, tokenizer, tasks: list[Task], n_per_task: int, seed: int, style: str = "compact",
-                        temperature: float = 0.8) -> dict:
-    """Field distributions of n_per_task self-edits sampled on each task's prompt (seeded per task)."""
+                        temperature: float = 0.8, notes: dict[str, str] | None = None) -> dict:
+    """Field distributions of n_per_task self-edits sampled on each task's prompt (seeded per task; ending with
+    notes[task id] if given)."""
     engine = Engine(policy, tokenizer)
     edits = []
     for i, task in enumerate(tasks):
         samples = sample_self_edits(engine, tokenizer, task, n_per_task, temperature=temperature, seed=seed + i,
-                                    style=style, max_epochs=10)
+                                    style=style, max_epochs=10, note=(notes or {}).get(task.id, ""))
         edits += [s["self_edit"].to_json() if s["self_edit"] is not None else None for s in samples]
     return field_distributions(edits)
 
