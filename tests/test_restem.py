@@ -108,6 +108,9 @@ def test_update_clones_the_edit_merges_and_probes_forgetting(tokenizer):
     pairs = [("t1", EDIT), ("t2", EDIT)]
     docs = sft_documents(tokenizer, tasks, pairs, cfg, 2048)
     assert len(docs) == 2 and all(sum(mask) > 0 for _, mask in docs)
+    noted = sft_documents(tokenizer, tasks, pairs, cfg, 2048, notes={"t2": "5 of 7 views agree."})
+    assert noted[0] == docs[0] and "5 of 7 views agree." in tokenizer.decode(noted[1][0])  # the prompt as sampled
+    assert "5 of 7" not in tokenizer.decode(docs[1][0])
     pad = tokenizer.get_bos_token_id()
     before = mean_loss(model, docs, pad)
     weights_before = model.lm_head.weight.clone()

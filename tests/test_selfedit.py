@@ -22,6 +22,7 @@ from nanoseal.seal.selfedit import (
     sample_self_edits,
     selfedit_conversation,
     selfedit_prompt_ids,
+    votes_note,
 )
 
 from conftest import make_tiny_model
@@ -241,6 +242,21 @@ def test_prompt_ids_fit_budget(task, tokenizer):
     reserve = selfedit_prompt_ids(tokenizer, task, max_tokens=len(full), reserve_tokens=10)
     assert reserve is not None and len(reserve) + 10 <= len(full)
     assert selfedit_prompt_ids(tokenizer, task, max_tokens=50) is None
+
+
+def test_votes_note_precedes_the_instruction_and_survives_dropped_demos(task, tokenizer):
+    note = votes_note([[5, 7], [3, 7]])
+    assert note == "Before fine-tuning, the views that agree on your answer: 5 of 7, 3 of 7."
+    plain = selfedit_conversation(task)["messages"][0]["content"]
+    noted = selfedit_conversation(task, note=note)["messages"][0]["content"]
+    assert noted.replace(note + "\n", "", 1) == plain and noted.endswith(plain[-200:])  # the instruction still ends it
+    full = selfedit_prompt_ids(tokenizer, task, note=note)
+    assert len(full) > len(selfedit_prompt_ids(tokenizer, task))
+    smaller = selfedit_prompt_ids(tokenizer, task, max_tokens=len(full) - 1, note=note)  # drops a demo, keeps the note
+    assert smaller is not None and note in tokenizer.decode(smaller)
+    for bad in ([], [[8, 7]], [[1, 2, 3]]):
+        with pytest.raises(AssertionError, match="votes"):
+            votes_note(bad)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ SELFEDIT_INSTRUCTION = (
 
 
 def votes_note(votes: list) -> str:
-    """The self-edit prompt's optional last line (`nanoseal seal --prompt-votes`): how self-consistent the writing
+    """The self-edit prompt's optional line (`nanoseal seal --prompt-votes`): how self-consistent the writing
     model's own answer is before any fine-tuning, from its inference views' votes ([top count, views] per test)."""
     assert votes and all(len(v) == 2 and 0 <= v[0] <= v[1] for v in votes), f"votes must be [top, views] pairs: {votes}"
     counts = ", ".join(f"{top} of {n}" for top, n in votes)
@@ -308,12 +308,13 @@ def parse_self_edit(text: str, max_epochs: int = DEFAULT_MAX_EPOCHS, max_steps: 
 def selfedit_conversation(task: Task, style: str = "compact", demo_indices: Sequence[int] | None = None,
                           note: str = "") -> dict:
     """The self-edit prompt as a one-user-message conversation: the demonstrations (all, or demo_indices) and
-    SEAL's instruction asking for a JSON configuration, then `note` on a line of its own if given (votes_note).
-    The test inputs are never shown."""
+    SEAL's instruction asking for a JSON configuration; `note`, if given (votes_note), on a line of its own between
+    them (a prompt that ends otherwise than in SFT throws the tiny policy off its JSON). The test inputs are never
+    shown."""
     fmt = get_format(style)
     indices = range(len(task.train)) if demo_indices is None else demo_indices
     demos = "".join(demo_text(*task.train[i], style) for i in indices)
-    content = SELFEDIT_INTRO + fmt.description + demos + "\n" + SELFEDIT_INSTRUCTION + (f"\n{note}" if note else "")
+    content = SELFEDIT_INTRO + fmt.description + demos + "\n" + (f"{note}\n" if note else "") + SELFEDIT_INSTRUCTION
     return {"messages": [{"role": "user", "content": content}]}
 
 
@@ -360,7 +361,7 @@ def sample_self_edits(engine, tokenizer, task: Task, k: int, temperature: float 
     (one batched call for all of them, seed + round); the dict keeps the last attempt. "seconds" is the
     sample's share of the wall time of the batched calls it took part in. The prompt must fit
     max_prompt_tokens (default: the model's sequence_len minus max_tokens); if it cannot, no call is made and
-    every sample is invalid with attempts 0. `note` ends the prompt (selfedit_conversation). parse_kwargs go to
+    every sample is invalid with attempts 0. `note` goes into the prompt (selfedit_conversation). parse_kwargs go to
     parse_self_edit (max_epochs, max_steps, ...).
     """
     assert k >= 1, f"k must be >= 1, got {k}"
