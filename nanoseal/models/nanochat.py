@@ -227,7 +227,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.c_fc(x)  # (B, T, 4C)
-        x = F.relu(x).square()
+        x = F.relu(x).square() if torch.is_grad_enabled() else torch.relu_(x).square_()  # in place when inferring
         return self.c_proj(x)  # (B, T, C)
 
 
