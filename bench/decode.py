@@ -1,6 +1,6 @@
 """
-Greedy decoding speed: nanoseal's KV-cache decoding (with its one-token step, nanoseal.models.nanochat_decode; the
-same step attending through SDPA; the general forward) vs recomputing the whole sequence every token, vs transformers'
+Greedy decoding speed: nanoseal's KV-cache decoding (with its one-token step, nanoseal.models.nanochat_decode, and
+with the general forward) vs recomputing the whole sequence every token, vs transformers'
 NanoChatForCausalLM.generate on the same weights (bench extra). One run, one machine.
 
     python -m bench.decode                      # 6 layers x 256, CPU
@@ -48,15 +48,6 @@ def decode_general(model, prompt, new_tokens):
         return decode_cached(model, prompt, new_tokens)
     finally:
         nanochat_decode.ENABLED = True
-
-
-def decode_sdpa(model, prompt, new_tokens):
-    """decode_cached with the one-token step attending through SDPA instead of its two matmuls and softmax."""
-    nanochat_decode.MATMUL_ATTENTION = False
-    try:
-        return decode_cached(model, prompt, new_tokens)
-    finally:
-        nanochat_decode.MATMUL_ATTENTION = True
 
 
 @torch.inference_mode()
@@ -107,7 +98,6 @@ def run(n_layer: int = 6, n_embd: int = 256, n_head: int = 4, vocab_size: int = 
     model.eval()
     prompt = torch.randint(0, vocab_size, (batch, prompt_len))
     paths = {"nanoseal KV cache": lambda: decode_cached(model, prompt, new_tokens),
-             "one-token step, SDPA attn": lambda: decode_sdpa(model, prompt, new_tokens),
              "KV cache, general forward": lambda: decode_general(model, prompt, new_tokens)}
     if nocache:
         paths["nanoseal no cache"] = lambda: decode_nocache(model, prompt, new_tokens)
@@ -122,14 +112,12 @@ def run(n_layer: int = 6, n_embd: int = 256, n_head: int = 4, vocab_size: int = 
     t_cache = times["nanoseal KV cache"]
     agree = torch.equal(outs["nanoseal KV cache"], outs["nanoseal no cache"]) if nocache else None
     agree_general = torch.equal(outs["nanoseal KV cache"], outs["KV cache, general forward"])
-    agree_sdpa = torch.equal(outs["nanoseal KV cache"], outs["one-token step, SDPA attn"])
     t_hf = times.get("transformers generate")
     ours = outs["nanoseal KV cache"]
     agree_hf = None if hf is None else (ours == outs["transformers generate"]).float().mean().item()
     result = {"tokens_per_s": {name: n / t for name, t in times.items()},
               "cache_vs_nocache": times["nanoseal no cache"] / t_cache if nocache else None,
               "step_vs_general": times["KV cache, general forward"] / t_cache,
-              "matmul_vs_sdpa_attention": times["one-token step, SDPA attn"] / t_cache, "agree_sdpa": agree_sdpa,
               "decode_vs_hf": None if t_hf is None else t_hf / t_cache, "agree_nocache": agree,
               "agree_general": agree_general, "agree_hf": agree_hf, "params": model.num_params(), "batch": batch}
     if verbose:
@@ -140,7 +128,7 @@ def run(n_layer: int = 6, n_embd: int = 256, n_head: int = 4, vocab_size: int = 
         for name, t in times.items():
             print(f"{name:<28}{t:>10.3f}{n / t:>12.1f}{t / t_cache:>13.2f}x")
         print(f"greedy outputs identical: with/without cache {'not run' if agree is None else agree}, "
-              f"one-token step/general forward {agree_general}, matmul/SDPA attention {agree_sdpa}"
+              f"one-token step/general forward {agree_general}"
               + (f"; token agreement with transformers: {agree_hf:.3f}" if agree_hf is not None else
                  "; transformers not installed (bench extra)"))
         if result["decode_vs_hf"] is not None:

@@ -9,8 +9,7 @@ preset's general forward dispatches ~950 aten ops, nested ones included): this s
 - rotary as one (D, D) matmul per layer with the position's rotation matrix (built once per step), then one
   QK norm for q and k together
 - RMSNorm in four ops, the mean of squares as a matmul by a 1/C column (F.rms_norm is eight on CPU)
-- k and v written into the preallocated cache in one copy per layer, attention reads the cache in place, as two
-  matmuls and a softmax (grouped query heads side by side): at one query SDPA's CPU kernel costs more
+- k and v written into the preallocated cache in one copy per layer, attention reads the cache in place
 - residual adds inside the matmuls (addmm), relu^2 and the softcap in place, x kept 2-D (B, C), little Python
 On the tiny preset (AVX2, 1 thread) a step takes ~0.6 of the general forward's time at batch 1.
 Results equal the general forward up to float rounding (sums in another order: the norms' means, the rotary,
@@ -18,7 +17,7 @@ one matmul for three, addmm); only float32 takes this path.
 
 `GPT.forward` takes this path by itself when it applies (one token, a cache with room, no autograd, no
 autocast); `decode_one(model, idx, cache)` is the step, `applies(model, idx, cache)` the test, and ENABLED = False
-turns it off (bench/decode.py times both); MATMUL_ATTENTION = False keeps the step but attends with SDPA.
+turns it off (bench/decode.py times both).
 """
 
 import torch
@@ -27,7 +26,6 @@ import torch.nn.functional as F
 
 FUSE_QKV_MAX_BYTES = 4 * 2**20  # per layer: small models only, where a call costs more than its arithmetic (d12: 7 MB)
 ENABLED = True
-MATMUL_ATTENTION = True
 
 
 def applies(model, idx: torch.Tensor, cache) -> bool:
@@ -84,18 +82,6 @@ def _qkv_weight(attn, cq: nn.Module, ck: nn.Module, cv: nn.Module) -> torch.Tens
     return cached[1]
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """One query per row against the cache: q (B, H, D), k and v (B, Hkv, T, D) -> (B, H * D); SDPA's result
-    (scale 1/sqrt(D), grouped heads) as two matmuls and a softmax, which beat SDPA's CPU kernel at one query."""
-    B, H, D = q.shape
-    Hkv = k.size(1)
-    if not MATMUL_ATTENTION:
-        return F.scaled_dot_product_attention(q.unsqueeze(2), k, v, enable_gqa=H != Hkv).view(B, H * D)
-    q = q.view(B, Hkv, H // Hkv, D) * D ** -0.5  # the query heads sharing each KV head, side by side
-    att = torch.matmul(q, k.transpose(-1, -2)).softmax(-1)  # (B, Hkv, H / Hkv, T)
-    return torch.matmul(att, v).view(B, H * D)
-
-
 def decode_one(model, idx: torch.Tensor, cache) -> torch.Tensor:
     """Logits (B, 1, vocab) of one new token per row, appending its keys/values to the cache (see the top)."""
     B = idx.size(0)
@@ -133,7 +119,8 @@ def decode_one(model, idx: torch.Tensor, cache) -> torch.Tensor:
             k, v = kv_all[i].unbind(0)  # (B, Hkv, T, D) each
         else:  # the last window + 1 keys
             k, v = kv[i].narrow(3, t1 - attn.window - 1, attn.window + 1).unbind(0)
-        y = _attend(qkv[:, :H], k, v)  # (B, H * D)
+        y = F.scaled_dot_product_attention(qkv[:, :H].unsqueeze(2), k, v, enable_gqa=H != Hkv)  # (B, H, 1, D)
+        y = y.view(B, H * D)
         x = torch.addmm(x, y, cp.weight.t()) if type(cp) is nn.Linear else x + cp(y)
         h = _norm(x, mean_c, eps)
         fc, proj = mlp.c_fc, mlp.c_proj
