@@ -93,9 +93,9 @@ from nanoseal.seal.rows import (
     Rows,
     icl_group,
     kept_edits,
+    own_votes_note,
     per_task_success,
     recipe_group,
-    own_votes_note,
     selfedit_group,
     summarise,
 )
