@@ -15,6 +15,10 @@ reward (for scales where exact solves are rare); results.json "extensions" and r
 The update's size is the checkpoint's preset's (`--restem-recipe auto`; SEAL's 1B recipe by name: `seal`), and
 each round records how far it moved the policy (nanoseal.seal.update_size). `--curate` applies SEAL's curation
 to the training pool first (keep the tasks ICL fails and an oracle recipe solves, nanoseal.seal.curate).
+Extension, off by default: `--prompt-votes` has the writing policy answer each task un-adapted first and puts
+how many of its inference views agree on that answer into the self-edit prompt (rows: prompt_note; the ReST-EM
+update trains on the prompts as sampled), so that a policy could learn when not to train hard (dev/LOG.md: on
+the development seeds it did not).
 Evaluation (held-out tasks), methods as in the paper: icl (no adaptation), ttt_fixed (a fixed default
 recipe), ttt_selfedit_round0 (self-edits of the un-trained policy), seal_round<r> (the policy after r rounds),
 seal (self-edits and TTT of the last round's policy) and oracle (best recipe of a grid: the upper bound). The
