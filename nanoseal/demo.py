@@ -84,7 +84,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restem-max-per-task", type=NON_NEGATIVE_INT, default=0,
                         help="successful self-edits of one training task kept for an update at most (0: all)")
     parser.add_argument("--prompt-votes", action="store_true",
-                        help="extension: each self-edit prompt ends with how many of the policy's own inference views "
+                        help="extension: each self-edit prompt says how many of the policy's own inference views "
                              "agree on its un-adapted answer (nanoseal seal --prompt-votes)")
     parser.add_argument("--restem-recipe", default="auto",
                         help="ReST-EM update size: auto (the preset's), seal (SEAL's 1B recipe) or a preset name")

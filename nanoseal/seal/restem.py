@@ -141,8 +141,8 @@ def select_pairs_topk(rows: list[dict], k: int) -> list[tuple[str, str]]:
 
 def sft_documents(tokenizer, tasks_by_id: dict[str, Task], pairs: list[tuple[str, str]], cfg: RestemConfig,
                   max_len: int, notes: dict[str, str] | None = None) -> list[tuple[list[int], list[int]]]:
-    """Rendered (ids, mask) of each pair: the self-edit prompt as sampled (ending with notes[task id], if any,
-    as it did when sampled with --prompt-votes), then the self-edit (supervised)."""
+    """Rendered (ids, mask) of each pair: the self-edit prompt as sampled (with notes[task id], if any, as
+    when sampled with --prompt-votes), then the self-edit (supervised)."""
     docs = []
     for task_id, text in pairs:
         answer_tokens = len(tokenizer.encode(text)) + 2

@@ -88,7 +88,7 @@ def own_votes_note(model, tokenizer, task, ttt_cfg: TTTConfig, seed: int) -> tup
 def selfedit_group(policy, tokenizer, task, key: tuple, K: int, args, ttt_cfg: TTTConfig, seed: int,
                    adapted=None) -> list[dict]:
     """Sample K self-edits from the policy for a task, TTT each on the policy (or on `adapted`), return K rows.
-    With args.prompt_votes the policy first answers the task un-adapted and the prompt ends with how many of its
+    With args.prompt_votes the policy first answers the task un-adapted and the prompt says how many of its
     views agree (the rows record that note as prompt_note); that answer is the rows' base when policy is adapted."""
     note, base = "", None
     if args.prompt_votes:

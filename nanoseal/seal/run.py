@@ -172,8 +172,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="keep at most this many successful self-edits of one task for the update (0: all, as "
                              "SEAL; binary reward only)")
     parser.add_argument("--prompt-votes", action="store_true",
-                        help="extension: the policy answers each task un-adapted first and its self-edit prompt ends "
-                             "with how many of its inference views agree on that answer (nanoseal.seal.selfedit."
+                        help="extension: the policy answers each task un-adapted first and its self-edit prompt says "
+                             "how many of its inference views agree on that answer (nanoseal.seal.selfedit."
                              "votes_note), so a policy can learn when not to train hard")
     parser.add_argument("--shift-samples", type=NON_NEGATIVE_INT, default=4,
                         help=f"self-edits sampled per held-out prompt (first {SHIFT_PROMPTS}) before and after each "
@@ -398,7 +398,7 @@ def run(args: argparse.Namespace) -> int:
     probe = forgetting_probe(tokenizer, train_tasks, restem_cfg, model.config.sequence_len)  # fixed, a handful
     shift_tasks = eval_tasks[:SHIFT_PROMPTS]
 
-    def shift_notes(m) -> dict[str, str] | None:  # with --prompt-votes the shift prompts end as the policy's do
+    def shift_notes(m) -> dict[str, str] | None:  # with --prompt-votes the shift prompts carry the note too
         if not args.prompt_votes:
             return None
         return {t.id: own_votes_note(m, tokenizer, t, ttt_cfg, args.seed * 7919 + 100_000 + i)[0]

@@ -71,8 +71,8 @@ def entropy(p: dict) -> float:
 
 def sample_distribution(policy, tokenizer, tasks: list[Task], n_per_task: int, seed: int, style: str = "compact",
                         temperature: float = 0.8, notes: dict[str, str] | None = None) -> dict:
-    """Field distributions of n_per_task self-edits sampled on each task's prompt (seeded per task; ending with
-    notes[task id] if given)."""
+    """Field distributions of n_per_task self-edits sampled on each task's prompt (seeded per task; with
+    notes[task id] in the prompt if given)."""
     engine = Engine(policy, tokenizer)
     edits = []
     for i, task in enumerate(tasks):
