@@ -225,7 +225,7 @@ def test_curate_records_the_training_pool_and_the_held_out_subset(tmp_path, chec
     assert len(read_rows(run_dir)) == len(rows)
 
 
-def test_prompt_votes_end_every_self_edit_prompt_with_the_writers_own_agreement(tmp_path, checkpoint):
+def test_prompt_votes_put_the_writers_own_agreement_into_every_self_edit_prompt(tmp_path, checkpoint):
     from nanoseal.seal.selfedit import votes_note
     run_dir = str(tmp_path / "run")
     assert main(["seal", "--checkpoint", checkpoint, "--run-dir", run_dir, *FLAGS, "--prompt-votes"]) == 0
