@@ -17,10 +17,9 @@ import torch
 
 from nanoseal.checkpoint import load_model
 from nanoseal.common import atomic_write_text
-from nanoseal.lora import apply_lora, remove_lora
 from nanoseal.report import load_results, load_selfedits
 from nanoseal.seal.tasks import resolve_tasks
-from nanoseal.seal.ttt import TTTConfig, predict
+from nanoseal.seal.ttt import TTTConfig, run_ttt
 
 
 def add_votes(run_dir: str, checkpoint: str | None) -> str:
@@ -31,19 +30,12 @@ def add_votes(run_dir: str, checkpoint: str | None) -> str:
         return f"{run_dir}: votes already recorded"
     model, tokenizer, _ = load_model(checkpoint or results["config"]["checkpoint"], device="cpu")
     cfg = TTTConfig(**{k: tuple(v) if k == "targets" else v for k, v in results["ttt_config"].items()})
-    apply_lora(model, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets), n_adapters=1)
-    try:
-        for task in resolve_tasks(results["config"]["eval_tasks"]):
-            votes: list = []
-            with torch.no_grad():
-                attempts = predict(model, tokenizer, task, [-1], cfg, model.config.sequence_len, results["seed"],
-                                   votes)
-            stored = icl[task.id]
-            if attempts[0] != stored["attempts"]:
-                return f"{run_dir}: task {task.id}: recomputed attempts differ from the stored ones; left untouched"
-            stored["votes"] = votes[0]
-    finally:
-        remove_lora(model)
+    for task in resolve_tasks(results["config"]["eval_tasks"]):
+        _, base = run_ttt(model, tokenizer, task, [], cfg, seed=results["seed"], include_base=True)  # as icl_group
+        stored = icl[task.id]
+        if base.attempts != stored["attempts"]:
+            return f"{run_dir}: task {task.id}: recomputed attempts differ from the stored ones; left untouched"
+        stored["votes"] = base.votes
     path = os.path.join(run_dir, "selfedits.jsonl")
     shutil.copyfile(path, path + ".bak")
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
