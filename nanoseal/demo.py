@@ -36,7 +36,16 @@ import torch
 
 from nanoseal import dist
 from nanoseal.arc.gen import EVAL_FAMILIES, feasible_families, instance_id
-from nanoseal.argtypes import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED, OneLineParser, float_in, int_in
+from nanoseal.argtypes import (
+    NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    TEMPERATURE,
+    OneLineParser,
+    float_in,
+    int_in,
+)
 from nanoseal.common import autodetect_device, get_base_dir, print0
 from nanoseal.seal import run as seal_run
 from nanoseal.seal.curate import RULES as CURATION_RULES
@@ -86,6 +95,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-votes", action="store_true",
                         help="extension: each self-edit prompt says how many of the policy's own inference views "
                              "agree on its un-adapted answer (nanoseal seal --prompt-votes)")
+    parser.add_argument("--eval-temperature", type=TEMPERATURE, default=None,
+                        help="sampling temperature of every policy's held-out self-edits (default: the training "
+                             "rounds' 0.8, as SEAL)")
     parser.add_argument("--restem-recipe", default="auto",
                         help="ReST-EM update size: auto (the preset's), seal (SEAL's 1B recipe) or a preset name")
     parser.add_argument("--procs", type=POSITIVE_INT, default=None,
@@ -155,6 +167,8 @@ def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:
         argv += ["--restem-max-per-task", str(args.restem_max_per_task)]
     if args.prompt_votes:
         argv.append("--prompt-votes")
+    if args.eval_temperature is not None:
+        argv += ["--eval-temperature", str(args.eval_temperature)]
     if not args.split_weight_change:
         argv.append("--no-split-weight-change")
     if args.max_views:

@@ -86,15 +86,17 @@ def own_votes_note(model, tokenizer, task, ttt_cfg: TTTConfig, seed: int) -> tup
 
 
 def selfedit_group(policy, tokenizer, task, key: tuple, K: int, args, ttt_cfg: TTTConfig, seed: int,
-                   adapted=None) -> list[dict]:
-    """Sample K self-edits from the policy for a task, TTT each on the policy (or on `adapted`), return K rows.
+                   adapted=None, temperature: float | None = None) -> list[dict]:
+    """Sample K self-edits from the policy for a task (at `temperature`, default args.temperature), TTT each on the
+    policy (or on `adapted`), return K rows.
     With args.prompt_votes the policy first answers the task un-adapted and the prompt says how many of its
     views agree (the rows record that note as prompt_note); that answer is the rows' base when policy is adapted."""
     note, base = "", None
     if args.prompt_votes:
         note, base = own_votes_note(policy, tokenizer, task, ttt_cfg, seed)
     t0 = time.time()
-    samples = sample_self_edits(Engine(policy, tokenizer), tokenizer, task, K, temperature=args.temperature,
+    temperature = args.temperature if temperature is None else temperature
+    samples = sample_self_edits(Engine(policy, tokenizer), tokenizer, task, K, temperature=temperature,
                                 seed=seed, style=ttt_cfg.style, max_epochs=10, note=note)
     sample_seconds = (time.time() - t0) / K
     edits = [s["self_edit"] for s in samples]

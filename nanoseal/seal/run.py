@@ -119,7 +119,8 @@ LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0, "oracle_grid": "seal", 
                          "restem_recipe": "seal", "curate": False, "shift_samples": 0, "eval_self_edits": None,
                          "lora_alpha": None, "ttt_targets": "default", "grid_style": "compact",
                          "restem_min_steps": None, "split_weight_change": True, "curate_rule": "seal",
-                         "restem_max_per_task": 0, "restem_replay": 0.0, "prompt_votes": False}
+                         "restem_max_per_task": 0, "restem_replay": 0.0, "prompt_votes": False,
+                         "eval_temperature": None}
 SHIFT_PROMPTS = 16  # held-out self-edit prompts the per-round policy shift is measured on
 DIE_AFTER_ENV = "NANOSEAL_TEST_DIE_AFTER"  # tests only: see die_hook
 _items_done = [0]  # work items this process has finished (for die_hook)
@@ -137,7 +138,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--self-edits", type=POSITIVE_INT, default=4, help="K self-edits sampled per task")
     parser.add_argument("--run-dir", default=None, help="default: <base>/runs/seal-<timestamp>")
     parser.add_argument("--seed", type=SEED, default=0)
-    parser.add_argument("--temperature", type=TEMPERATURE, default=0.8)
+    parser.add_argument("--temperature", type=TEMPERATURE, default=0.8, help="sampling temperature of the self-edits")
+    parser.add_argument("--eval-temperature", type=TEMPERATURE, default=None,
+                        help="sampling temperature of the held-out self-edits, every policy alike (default: "
+                             "--temperature, as SEAL: 0.8 for both); lower samples each policy nearer its mode")
     parser.add_argument("--n-max", type=POSITIVE_INT, default=250, help="TTT examples per self-edit at most")
     parser.add_argument("--max-views", type=int_in(1, 7), default=None, help="inference views used (default all 7)")
     parser.add_argument("--eval-self-edits", type=POSITIVE_INT, default=None,
@@ -491,8 +495,9 @@ def run(args: argparse.Namespace) -> int:
         if method == "oracle":
             return recipe_group(m, tokenizer, task, key, grid, ttt_cfg, seed)
         if method == EDITS_ON_ROUND0:  # the seal method's seed: the very self-edits of its rows, adapting round 0
-            return selfedit_group(m, tokenizer, task, key, K_eval, args, ttt_cfg, seed, adapted=round0)
-        return selfedit_group(m, tokenizer, task, key, K_eval, args, ttt_cfg, seed)
+            return selfedit_group(m, tokenizer, task, key, K_eval, args, ttt_cfg, seed, adapted=round0,
+                                  temperature=args.eval_temperature)
+        return selfedit_group(m, tokenizer, task, key, K_eval, args, ttt_cfg, seed, temperature=args.eval_temperature)
 
     remaining = [0] * len(eval_tasks)  # rank 0: pending items per task, to log each task once it is complete
 
