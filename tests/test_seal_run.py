@@ -239,3 +239,22 @@ def test_prompt_votes_put_the_writers_own_agreement_into_every_self_edit_prompt(
             assert r["base_nll"] == pytest.approx(icl[r["task"]]["nll"], rel=1e-4)
     assert not any("prompt_note" in r for r in rows if r["method"] in ("icl", "ttt_fixed"))
     assert json.load(open(os.path.join(run_dir, "config.json")))["prompt_votes"] is True
+
+
+def test_eval_temperature_samples_only_the_held_out_self_edits_at_it(tmp_path, checkpoint, capsys):
+    plain, greedy = str(tmp_path / "plain"), str(tmp_path / "greedy")
+    assert main(["seal", "--checkpoint", checkpoint, "--run-dir", plain, *FLAGS]) == 0
+    assert main(["seal", "--checkpoint", checkpoint, "--run-dir", greedy, *FLAGS, "--eval-temperature", "0"]) == 0
+    a, b = read_rows(plain), read_rows(greedy)
+    train = [r for r in a if r["key"][0] == "train"]
+    assert content(train) == content([r for r in b if r["key"][0] == "train"]), "training keeps --temperature"
+    assert len({r["raw"] for r in train}) == 2, "two samples at 0.8 differ"
+    for method in ("ttt_selfedit_round0", "seal"):
+        for task in ("flip_ud-5", "transpose-3"):
+            raws = [r["raw"] for r in b if r["key"][:4] == ["eval", 0, method, task]]
+            assert len(raws) == 2 and len(set(raws)) == 1, f"greedy: {method}'s K self-edits on {task} are one"
+    assert json.load(open(os.path.join(greedy, "config.json")))["eval_temperature"] == 0.0
+    assert json.load(open(os.path.join(plain, "config.json")))["eval_temperature"] is None
+    capsys.readouterr()
+    assert main(["seal", "--checkpoint", checkpoint, "--run-dir", greedy, *FLAGS, "--eval-temperature", "0.5"]) == 2
+    assert "eval_temperature" in capsys.readouterr().err
