@@ -131,6 +131,8 @@ def test_demo_tasks_are_held_out_families_by_default():
     assert argv[argv.index("--curate-rule") + 1] == "contrast" and argv[argv.index("--restem-max-per-task") + 1] == "4"
     argv = seal_argv(parser.parse_args(["--no-curate"]), "CKPT", preset)
     assert "--curate" not in argv and "--curate-rule" not in argv
+    argv = seal_argv(parser.parse_args(["--eval-temperature", "0.5"]), "CKPT", preset)
+    assert argv[argv.index("--eval-temperature") + 1] == "0.5"
 
 
 def test_unknown_preset_is_one_line_error(capsys):
