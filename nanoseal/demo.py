@@ -92,6 +92,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="grid-answer documents trained on per kept self-edit in each ReST-EM update (0: SEAL's)")
     parser.add_argument("--restem-max-per-task", type=NON_NEGATIVE_INT, default=0,
                         help="successful self-edits of one training task kept for an update at most (0: all)")
+    parser.add_argument("--restem-min-steps", type=NON_NEGATIVE_INT, default=None,
+                        help="optimizer steps of each ReST-EM update at least (default: the recipe's; the tiny "
+                             "preset's 80)")
     parser.add_argument("--prompt-votes", action="store_true",
                         help="extension: each self-edit prompt says how many of the policy's own inference views "
                              "agree on its un-adapted answer (nanoseal seal --prompt-votes)")
@@ -165,6 +168,8 @@ def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:
         argv += ["--restem-replay", str(args.restem_replay)]
     if args.restem_max_per_task:
         argv += ["--restem-max-per-task", str(args.restem_max_per_task)]
+    if args.restem_min_steps is not None:
+        argv += ["--restem-min-steps", str(args.restem_min_steps)]
     if args.prompt_votes:
         argv.append("--prompt-votes")
     if args.eval_temperature is not None:

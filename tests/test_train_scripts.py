@@ -133,6 +133,9 @@ def test_demo_tasks_are_held_out_families_by_default():
     assert "--curate" not in argv and "--curate-rule" not in argv
     argv = seal_argv(parser.parse_args(["--eval-temperature", "0.5"]), "CKPT", preset)
     assert argv[argv.index("--eval-temperature") + 1] == "0.5"
+    assert "--restem-min-steps" not in argv, "the recipe's own minimum unless asked"
+    argv = seal_argv(parser.parse_args(["--restem-min-steps", "400"]), "CKPT", preset)
+    assert argv[argv.index("--restem-min-steps") + 1] == "400"
 
 
 def test_unknown_preset_is_one_line_error(capsys):
