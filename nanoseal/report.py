@@ -396,6 +396,27 @@ def _update(r: dict) -> str:
     return f"{kind}, lr {u.get('learning_rate'):g}, {u.get('epochs')} ep"
 
 
+FIELD_NLL_COLUMNS = {"use_basic_augmentations": "basic", "use_size_augmentations": "size",
+                     "use_chain_augmentations": "chain", "use_repeat_augmentations": "repeat",
+                     "learning_rate": "lr", "num_train_epochs": "epochs", "strategy": "strategy"}
+
+
+def _field_nll_lines(rounds: list[dict]) -> list[str]:
+    """The kept pairs' loss per self-edit field before -> after each update, with the kept set's entropy."""
+    with_fields = [(r.get("round", i), r["field_nll"]) for i, r in enumerate(rounds)
+                   if isinstance(r.get("field_nll"), dict)]
+    if not with_fields:
+        return []
+    md = ["", "Kept pairs' loss by self-edit field, before -> after the update (nats per self-edit on that field's "
+          "value tokens; in brackets the kept set's entropy of the field, what fitting its marginal reaches). A "
+          "field whose loss does not move was not learnt, whatever the kept pairs say about it.", ""]
+    md += _table(["round"] + list(FIELD_NLL_COLUMNS.values()),
+                 [[rnd] + [f"{_num(f['before'].get(k), '.2f')} -> {_num(f['after'].get(k), '.2f')} "
+                           f"({_num(f['kept_entropy'].get(k), '.2f')})" for k in FIELD_NLL_COLUMNS]
+                  for rnd, f in with_fields])
+    return md
+
+
 def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) -> str:
     """Compute every section, write the plots, and return the markdown text."""
     methods = {m: v for m, v in (results.get("methods") or {}).items() if isinstance(v, dict)}
@@ -433,6 +454,7 @@ def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) 
                      [[r.get("round", i), _pct(r.get("success_rate")), r.get("n_pairs", NA), r.get("n_kept", NA),
                        _num(r.get("restem_loss")), _pairs_nll(r), _shift(r, "tv_moved"), _shift(r, "tv_after_kept"),
                        _update(r)] for i, r in enumerate(rounds)])
+        md += _field_nll_lines(rounds)
         plot_success_per_round(rounds, methods, os.path.join(plots_dir, "success_per_round.png"))
         md += ["", "![success rate per round](plots/success_per_round.png)"]
     else:

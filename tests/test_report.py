@@ -10,6 +10,9 @@ from PIL import Image
 from nanoseal.common import NanosealError
 from nanoseal.report import add_args, load_selfedits, run, seeds_table, write_report
 
+FLAT = {f: 1.0 for f in ("learning_rate", "num_train_epochs", "strategy", "use_basic_augmentations",
+                         "use_size_augmentations", "use_chain_augmentations", "use_repeat_augmentations", "other")}
+
 
 def _edit(basic=True, size=False, chain=False, repeat=False, strategy="train_using_all_tokens", lr=1e-4, epochs=2):
     """A valid self-edit in SEAL's nested schema."""
@@ -47,6 +50,8 @@ def make_run_dir(root) -> str:
             {"round": 0, "success_rate": 0.5, "n_pairs": 4, "n_kept": 2, "restem_loss": None,
              "forgetting": {"before": 1.0, "after": 1.01, "degraded": False}},
             {"round": 1, "success_rate": 0.75, "n_pairs": 4, "n_kept": 3, "restem_loss": 0.1234,
+             "field_nll": {"before": dict(FLAT, use_chain_augmentations=0.69), "after": dict(FLAT, learning_rate=0.2),
+                           "kept_entropy": dict(FLAT, use_chain_augmentations=0.5)},
              "forgetting": {"before": 1.0, "after": 1.1, "degraded": True, "tolerance": 0.02, "parts": {
                  "selfedit": {"before": 1.2, "after": 1.2, "degraded": False, "n_docs": 4},
                  "arc_answers": {"before": 0.5, "after": 0.8, "degraded": True, "n_docs": 3}}}},
@@ -117,6 +122,10 @@ def test_baselines_table(report):
 
 def test_rounds_and_forgetting(report):
     md = report[2]
+    # the kept pairs' loss by field: only round 1 measured it; columns basic, size, chain, repeat, lr, epochs, strategy
+    assert "| 1 | 1.00 -> 1.00 (1.00) | 1.00 -> 1.00 (1.00) | 0.69 -> 1.00 (0.50) | 1.00 -> 1.00 (1.00) | " \
+           "1.00 -> 0.20 (1.00) | 1.00 -> 1.00 (1.00) | 1.00 -> 1.00 (1.00) |" in md
+    assert "| 0 | 1.00 ->" not in md and "| 2 | 1.00 ->" not in md
     assert "| 0 | 50.0% | 4 | 2 | – |" in md
     assert "| 1 | 75.0% | 4 | 3 | 0.1234 |" in md
     forgetting = md.split("## Forgetting check")[1].split("##")[0]

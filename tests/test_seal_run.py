@@ -12,6 +12,7 @@ from nanoseal.cli import main
 from nanoseal.common import atomic_write_json
 from nanoseal.logs import CANONICAL_FIELDS, read_events
 from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT
+from nanoseal.seal.update_size import FIELDS
 
 from conftest import make_tiny_model
 
@@ -140,6 +141,10 @@ def test_continuous_reward_topk_extension_run(tmp_path, checkpoint, monkeypatch)
     summary = json.load(open(os.path.join(run_dir, "rounds", "1", "summary.json")))
     assert summary["reward"] == "continuous" and summary["n_kept"] == 1 and summary["steps"] == 1
     assert summary["n_pairs"] == 1 and summary["skipped"] is None
+    fn = summary["field_nll"]  # the kept pair's loss by self-edit field, before and after the update
+    assert set(fn["before"]) == set(fn["after"]) == {*FIELDS, "other"} and set(fn["kept_entropy"]) == set(FIELDS)
+    assert all(v == 0.0 for v in fn["kept_entropy"].values()), "one kept pair: every field's kept entropy is 0"
+    assert sum(fn["after"].values()) < sum(fn["before"].values()), "the update lowered the kept pair's loss"
     fg = summary["forgetting"]
     assert set(fg["parts"]) == {"selfedit", "arc_answers"}
     assert all(p["n_docs"] == 1 and p["before"] > 0 and p["after"] > 0 for p in fg["parts"].values())

@@ -10,11 +10,14 @@ import pytest
 
 from nanoseal.arc.gen import make_task
 from nanoseal.common import NanosealError
-from nanoseal.seal.restem import RestemConfig, restem_update
+from nanoseal.seal.restem import RestemConfig, loss_sum, restem_update, sft_documents
 from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT, SelfEdit
 from nanoseal.seal.update_size import (
+    FIELDS,
     entropy,
     field_distributions,
+    field_nll,
+    field_spans,
     parse_sizes,
     shift_summary,
     tv_distance,
@@ -45,8 +48,10 @@ def test_field_distributions_and_distances():
 
 
 def test_parse_sizes():
-    assert parse_sizes("16:5e-5:8,0:1e-3:4") == [(16, 5e-5, 8), (0, 1e-3, 4)]
-    for bad in ("16:5e-5", "x:1e-3:4", "16:0:8", "16:1e-3:0", "-1:1e-3:2", "16:nan:2"):
+    assert parse_sizes("16:5e-5:8,0:1e-3:4") == [(16, 5e-5, 8, 0), (0, 1e-3, 4, 0)]
+    assert parse_sizes("16:1e-3:8:400") == [(16, 1e-3, 8, 400)]
+    for bad in ("16:5e-5", "x:1e-3:4", "16:0:8", "16:1e-3:0", "-1:1e-3:2", "16:nan:2", "16:1e-3:8:-1",
+                "16:1e-3:8:4:5", "16:1e-3:8:x"):
         with pytest.raises(NanosealError, match="rank:lr:epochs"):
             parse_sizes(bad)
 
@@ -64,3 +69,35 @@ def test_update_size_decides_how_far_the_pairs_nll_moves(tokenizer):
         assert s["update"] == {"rank": 16, "learning_rate": lr, "epochs": 4, "batch_size": 3, "min_steps": 0,
                                "replay": 0.0}
     assert 0 <= drops[5e-5] < 0.05 * drops[1e-2], drops
+
+
+def test_field_spans_find_each_value():
+    text = SelfEdit(basic=False, size=True, chain=False, repeat=False, strategy="train_using_all_tokens",
+                    learning_rate=1e-2, num_train_epochs=5).canonical()
+    spans = field_spans(text)
+    assert set(spans) == set(FIELDS)
+    assert text[slice(*spans["learning_rate"])] == "0.01"
+    assert text[slice(*spans["strategy"])] == '"train_using_all_tokens"'
+    assert text[slice(*spans["use_size_augmentations"])] == "true"
+    assert text[slice(*spans["use_basic_augmentations"])] == "false"
+    spaced = '{"training":{"learning_rate": 3e-3}}'
+    spans = field_spans(spaced)
+    assert list(spans) == ["learning_rate"] and spaced[slice(*spans["learning_rate"])] == "3e-3"
+
+
+def test_field_nll_splits_the_pairs_loss_and_sees_the_field_an_update_teaches(tokenizer):
+    tasks = {f"t{i}": make_task("flip_lr", i, min_side=2, max_side=2) for i in range(2)}
+    edit = SelfEdit(basic=True, size=False, chain=False, repeat=True, strategy="train_using_output_tokens",
+                    learning_rate=1e-2, num_train_epochs=4).canonical()
+    pairs = [(t, edit) for t in tasks]
+    model = make_tiny_model(vocab_size=tokenizer.get_vocab_size(), sequence_len=2048)
+    cfg = RestemConfig(learning_rate=3e-2, epochs=1, batch_size=2, min_steps=12)
+    before = field_nll(model, tokenizer, tasks, pairs, cfg)
+    assert before["n"] == 2 and set(before["fields"]) == set(FIELDS) | {"other"}
+    assert all(v > 0 for v in before["fields"].values()), before  # a random model: every token costs something
+    total, _ = loss_sum(model, sft_documents(tokenizer, tasks, pairs, cfg, 2048), tokenizer.get_bos_token_id())
+    assert math.isclose(sum(before["fields"].values()), total / 2, rel_tol=1e-3), "the split adds up to the loss"
+    restem_update(model, tokenizer, tasks, pairs, cfg, seed=0)
+    after = field_nll(model, tokenizer, tasks, pairs, cfg)["fields"]
+    for f in FIELDS:  # one self-edit cloned: every field's value becomes likely
+        assert after[f] < 0.5 * before["fields"][f], (f, before["fields"][f], after[f])

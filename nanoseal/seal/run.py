@@ -106,7 +106,14 @@ from nanoseal.seal.rows import (
 from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT, ORACLE_GRIDS, recipe_grid
 from nanoseal.seal.tasks import resolve_tasks
 from nanoseal.seal.ttt import TTTConfig, count_tokens_fn
-from nanoseal.seal.update_size import field_distributions, sample_distribution, shift_summary
+from nanoseal.seal.update_size import (
+    FIELDS,
+    entropy,
+    field_distributions,
+    field_nll,
+    sample_distribution,
+    shift_summary,
+)
 
 METHODS = ("icl", "ttt_fixed", "ttt_selfedit_round0", "seal", "oracle")  # plus seal_round<r> for 0 < r < rounds
 # SEAL's policy writes the self-edits, the un-trained model is adapted: what better self-edits alone are worth, apart
@@ -450,7 +457,10 @@ def run(args: argparse.Namespace) -> int:
             before = sample_distribution(policy, tokenizer, shift_tasks, args.shift_samples, shift_seed, style,
                                          args.temperature, shift_notes(policy))
         notes = {r["task"]: r.get("prompt_note", "") for r in round_rows} if rank == 0 else None
-        summary = restem_update(policy, tokenizer, {t.id: t for t in train_tasks}, pairs, restem_cfg,
+        tasks_by_id = {t.id: t for t in train_tasks}
+        fields_before = field_nll(policy, tokenizer, tasks_by_id, pairs, restem_cfg, notes) \
+            if rank == 0 and pairs else None
+        summary = restem_update(policy, tokenizer, tasks_by_id, pairs, restem_cfg,
                                 seed=args.seed + rnd, forgetting_docs=probe, replay_docs=replay_docs,
                                 notes=dist.broadcast_object(notes))  # data-parallel over the ranks
         round_policies[rnd + 1] = policy
@@ -460,6 +470,11 @@ def run(args: argparse.Namespace) -> int:
             after = sample_distribution(policy, tokenizer, shift_tasks, args.shift_samples, shift_seed, style,
                                         args.temperature, shift_notes(policy))
             summary["shift"] = shift_summary(before, after, field_distributions(kept_edits(round_rows, pairs)))
+        if fields_before is not None:  # the kept pairs' loss per field, and what fitting their marginals reaches
+            kept = field_distributions(kept_edits(round_rows, pairs))["fields"]
+            after_fields = field_nll(policy, tokenizer, tasks_by_id, pairs, restem_cfg, notes)["fields"]
+            summary["field_nll"] = {"before": fields_before["fields"], "after": after_fields,
+                                    "kept_entropy": {f: round(entropy(kept[f]), 4) for f in FIELDS}}
         stats = summarise(round_rows, train_tasks, K)
         summary.update(round=rnd, success_rate=stats["success_rate"], n_pairs=stats["n_pairs"], reward=args.reward,
                        n_tasks=len(train_tasks))
