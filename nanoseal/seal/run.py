@@ -107,10 +107,9 @@ from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT, ORACLE_GRIDS, recipe_grid
 from nanoseal.seal.tasks import resolve_tasks
 from nanoseal.seal.ttt import TTTConfig, count_tokens_fn
 from nanoseal.seal.update_size import (
-    FIELDS,
-    entropy,
     field_distributions,
     field_nll,
+    field_nll_summary,
     sample_distribution,
     shift_summary,
 )
@@ -466,15 +465,14 @@ def run(args: argparse.Namespace) -> int:
         round_policies[rnd + 1] = policy
         if rank != 0:
             continue
+        kept = field_distributions(kept_edits(round_rows, pairs))  # what the update clones
         if before is not None:
             after = sample_distribution(policy, tokenizer, shift_tasks, args.shift_samples, shift_seed, style,
                                         args.temperature, shift_notes(policy))
-            summary["shift"] = shift_summary(before, after, field_distributions(kept_edits(round_rows, pairs)))
+            summary["shift"] = shift_summary(before, after, kept)
         if fields_before is not None:  # the kept pairs' loss per field, and what fitting their marginals reaches
-            kept = field_distributions(kept_edits(round_rows, pairs))["fields"]
             after_fields = field_nll(policy, tokenizer, tasks_by_id, pairs, restem_cfg, notes)["fields"]
-            summary["field_nll"] = {"before": fields_before["fields"], "after": after_fields,
-                                    "kept_entropy": {f: round(entropy(kept[f]), 4) for f in FIELDS}}
+            summary["field_nll"] = field_nll_summary(fields_before["fields"], after_fields, kept)
         stats = summarise(round_rows, train_tasks, K)
         summary.update(round=rnd, success_rate=stats["success_rate"], n_pairs=stats["n_pairs"], reward=args.reward,
                        n_tasks=len(train_tasks))

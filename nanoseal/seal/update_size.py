@@ -128,6 +128,13 @@ def field_nll(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tuple[
     return {"n": n, "fields": {k: round(v / max(1, n), 4) for k, v in totals.items()}}
 
 
+def field_nll_summary(before: dict, after: dict, kept: dict) -> dict:
+    """Per-field losses before and after an update (field_nll's "fields"), with the kept set's entropy per field
+    (kept: field_distributions of the kept self-edits)."""
+    return {"before": before, "after": after,
+            "kept_entropy": {f: round(entropy(kept["fields"][f]), 4) for f in FIELDS}}
+
+
 def sample_distribution(policy, tokenizer, tasks: list[Task], n_per_task: int, seed: int, style: str = "compact",
                         temperature: float = 0.8, notes: dict[str, str] | None = None) -> dict:
     """Field distributions of n_per_task self-edits sampled on each task's prompt (seeded per task; with
@@ -198,9 +205,9 @@ def measure(run_dir: str, sizes: list[tuple[int, float, int, int]], n_per_task: 
         out.append({"rank": rank, "learning_rate": lr, "epochs": epochs, "min_steps": min_steps,
                     "steps": summary["steps"], "pairs_nll": summary["pairs_nll"],
                     "shift": shift_summary(before, after, kept),
-                    "field_nll": {"before": fields_before,
-                                  "after": field_nll(policy, tokenizer, train_tasks, pairs, cfg)["fields"],
-                                  "kept_entropy": {f: round(entropy(kept["fields"][f]), 4) for f in FIELDS}}})
+                    "field_nll": field_nll_summary(fields_before,
+                                                   field_nll(policy, tokenizer, train_tasks, pairs, cfg)["fields"],
+                                                   kept)})
     return out
 
 
