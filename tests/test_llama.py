@@ -245,6 +245,23 @@ def test_seal_completes_a_round_on_a_llama_folder(hf_folders, tmp_path):
     assert open(os.path.join(run_dir, "selfedits.jsonl")).read() == before
 
 
+def test_field_nll_finds_every_field_through_a_chat_template(hf_folders):
+    from nanoseal.arc.gen import make_task
+    from nanoseal.seal.restem import RestemConfig, loss_sum, sft_documents
+    from nanoseal.seal.selfedit import DEFAULT_SELF_EDIT
+    from nanoseal.seal.update_size import FIELDS, field_nll
+
+    model, tokenizer, _ = load_model(hf_folders["llama"])
+    tasks = {"t0": make_task("flip_lr", 0, min_side=2, max_side=2)}
+    pairs = [("t0", DEFAULT_SELF_EDIT.canonical())]
+    cfg = RestemConfig()
+    split = field_nll(model, tokenizer, tasks, pairs, cfg)
+    assert split["n"] == 1 and all(split["fields"][f] > 0 for f in FIELDS), split  # every value's tokens found
+    total, _ = loss_sum(model, sft_documents(tokenizer, tasks, pairs, cfg, model.config.sequence_len),
+                        tokenizer.get_bos_token_id())
+    assert abs(sum(split["fields"].values()) - total) < 1e-3 * total, "the split adds up to the pair's loss"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # malformed folders: one line, exit status 2
 

@@ -104,25 +104,21 @@ def field_nll(model, tokenizer, tasks_by_id: dict[str, Task], pairs: list[tuple[
         if not docs:
             continue
         ids, mask = docs[0]
-        text = pair[1]
-        enc = tokenizer.encode(text)
         first = mask.index(1)
-        assert ids[first:first + len(enc)] == enc, "the supervised span starts with the self-edit's own tokens"
-        ends = [len(tokenizer.decode(enc[:j + 1])) for j in range(len(enc))]  # char end of each token
-        spans = field_spans(text)
+        supervised = ids[first:]  # the self-edit as the chat format renders it, then the end of the turn
+        ends = [len(tokenizer.decode(supervised[:j + 1])) for j in range(len(supervised))]  # char end of each token
+        at = tokenizer.decode(supervised).find(pair[1])  # where the self-edit's text starts in it (-1: not found)
+        spans = {f: (s0 + at, s1 + at) for f, (s0, s1) in field_spans(pair[1]).items()} if at >= 0 else {}
         x = torch.tensor([ids[:-1]], device=model.get_device())
         with torch.no_grad():
             logits = model(x)[0].float()  # (T, vocab)
         nll = -torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(ids[1:], device=x.device)[:, None])[:, 0]
-        for pos in range(first, len(ids)):
-            if not mask[pos]:
+        for j in range(len(supervised)):
+            if not mask[first + j]:
                 continue
-            j = pos - first
-            label = "other"
-            if j < len(enc):
-                a, b = (ends[j - 1] if j else 0), ends[j]
-                label = next((f for f, (s0, s1) in spans.items() if a < s1 and b > s0), "other")
-            totals[label] += nll[pos - 1].item()
+            a, b = (ends[j - 1] if j else 0), ends[j]
+            label = next((f for f, (s0, s1) in spans.items() if a < s1 and b > s0), "other")
+            totals[label] += nll[first + j - 1].item()
         n += 1
     model.train(was_training)
     return {"n": n, "fields": {k: round(v / max(1, n), 4) for k, v in totals.items()}}
