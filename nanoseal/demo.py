@@ -95,6 +95,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restem-min-steps", type=NON_NEGATIVE_INT, default=None,
                         help="optimizer steps of each ReST-EM update at least (default: the recipe's; the tiny "
                              "preset's 80)")
+    parser.add_argument("--restem-head", action="store_true",
+                        help="the ReST-EM update also trains the output head (nanoseal seal --restem-head)")
     parser.add_argument("--prompt-votes", action="store_true",
                         help="extension: each self-edit prompt says how many of the policy's own inference views "
                              "agree on its un-adapted answer (nanoseal seal --prompt-votes)")
@@ -170,6 +172,8 @@ def seal_argv(args: argparse.Namespace, checkpoint: str, preset) -> list[str]:
         argv += ["--restem-max-per-task", str(args.restem_max_per_task)]
     if args.restem_min_steps is not None:
         argv += ["--restem-min-steps", str(args.restem_min_steps)]
+    if args.restem_head:
+        argv.append("--restem-head")
     if args.prompt_votes:
         argv.append("--prompt-votes")
     if args.eval_temperature is not None:

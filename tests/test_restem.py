@@ -9,7 +9,7 @@ from nanoseal.arc.gen import make_task
 from nanoseal.arc.grids import format_example
 from nanoseal.arc.prompts import demo_text
 from nanoseal.common import NanosealError
-from nanoseal.lora import lora_layers
+from nanoseal.lora import DEFAULT_TARGETS, lora_layers
 from nanoseal.seal.restem import (
     RestemConfig,
     beats_base,
@@ -210,6 +210,27 @@ def test_full_fine_tuning_update_moves_every_weight_and_lowers_the_pairs_nll(tok
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert "transformer.wte.weight" in changed and len(changed) == len(before), "every weight trains"
     assert not lora_layers(model)
+
+
+def test_head_target_trains_the_output_head_and_only_with_it(tokenizer):
+    # --restem-head: the LoRA also covers lm_head, merged into it afterwards; without it lm_head stays as it was
+    from argparse import Namespace
+
+    from nanoseal.seal.run import resolve_restem
+
+    tasks = {f"t{i}": make_task("flip_lr", i, min_side=2, max_side=2) for i in range(2)}
+    pairs = [(t, EDIT) for t in tasks]
+    args = Namespace(restem_recipe="tiny", restem_rank=None, restem_lr=None, restem_epochs=None,
+                     restem_min_steps=2, grid_style="compact", dtype="auto", restem_replay=0.0, restem_head=False)
+    for head in (False, True):
+        cfg = resolve_restem(Namespace(**{**vars(args), "restem_head": head}), {})
+        assert ("lm_head" in cfg.targets) == head and set(DEFAULT_TARGETS) <= set(cfg.targets)
+        model = make_tiny_model(vocab_size=tokenizer.get_vocab_size(), sequence_len=2048)
+        head_before, q_before = model.lm_head.weight.clone(), model.transformer.h[0].attn.c_q.weight.clone()
+        restem_update(model, tokenizer, tasks, pairs, cfg, seed=0)
+        assert not torch.equal(model.transformer.h[0].attn.c_q.weight, q_before), "the LoRA was merged"
+        assert torch.equal(model.lm_head.weight, head_before) != head, f"lm_head trained: expected {head}"
+        assert not lora_layers(model)
 
 
 def test_min_steps_runs_more_epochs_when_few_pairs_are_kept(tokenizer):

@@ -135,7 +135,8 @@ def test_demo_tasks_are_held_out_families_by_default():
     assert argv[argv.index("--eval-temperature") + 1] == "0.5"
     assert "--restem-min-steps" not in argv, "the recipe's own minimum unless asked"
     argv = seal_argv(parser.parse_args(["--restem-min-steps", "400"]), "CKPT", preset)
-    assert argv[argv.index("--restem-min-steps") + 1] == "400"
+    assert argv[argv.index("--restem-min-steps") + 1] == "400" and "--restem-head" not in argv
+    assert "--restem-head" in seal_argv(parser.parse_args(["--restem-head"]), "CKPT", preset)
 
 
 def test_unknown_preset_is_one_line_error(capsys):

@@ -126,7 +126,7 @@ LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0, "oracle_grid": "seal", 
                          "lora_alpha": None, "ttt_targets": "default", "grid_style": "compact",
                          "restem_min_steps": None, "split_weight_change": True, "curate_rule": "seal",
                          "restem_max_per_task": 0, "restem_replay": 0.0, "prompt_votes": False,
-                         "eval_temperature": None}
+                         "eval_temperature": None, "restem_head": False}
 SHIFT_PROMPTS = 16  # held-out self-edit prompts the per-round policy shift is measured on
 DIE_AFTER_ENV = "NANOSEAL_TEST_DIE_AFTER"  # tests only: see die_hook
 _items_done = [0]  # work items this process has finished (for die_hook)
@@ -169,6 +169,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="override the recipe's least number of update steps (few kept pairs run more epochs)")
     parser.add_argument("--restem-rank", type=NON_NEGATIVE_INT, default=None,
                         help="override the recipe's LoRA rank (0 = full fine-tuning)")
+    parser.add_argument("--restem-head", action="store_true",
+                        help="the ReST-EM update's LoRA also trains the output head (lm_head); a small policy's "
+                             "rows for a 50/50 choice of its prior can be the same vector (dev/LOG.md 2026-12-02)")
     parser.add_argument("--curate", action="store_true",
                         help="SEAL's curation of the training pool: keep the tasks ICL fails and an oracle recipe "
                              "solves (round-0 policy); the held-out tables always show the curated subset too")
@@ -316,6 +319,8 @@ def resolve_restem(args: argparse.Namespace, meta: dict) -> RestemConfig:
     if cfg.rank < 0 or cfg.epochs < 1 or not (0 < cfg.learning_rate < 1):
         raise NanosealError(f"ReST-EM update: rank must be >= 0, epochs >= 1 and 0 < lr < 1; got rank {cfg.rank}, "
                             f"epochs {cfg.epochs}, lr {cfg.learning_rate}")
+    if args.restem_head and "lm_head" not in cfg.targets:
+        cfg.targets = tuple(cfg.targets) + ("lm_head",)
     cfg.recipe = recipe
     return cfg
 
