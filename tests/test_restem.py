@@ -216,7 +216,7 @@ def test_head_target_trains_the_output_head_and_only_with_it(tokenizer):
     # --restem-head: the LoRA also covers lm_head, merged into it afterwards; without it lm_head stays as it was
     from argparse import Namespace
 
-    from nanoseal.seal.run import resolve_restem
+    from nanoseal.seal.run import check_restem_head, resolve_restem
 
     tasks = {f"t{i}": make_task("flip_lr", i, min_side=2, max_side=2) for i in range(2)}
     pairs = [(t, EDIT) for t in tasks]
@@ -231,6 +231,11 @@ def test_head_target_trains_the_output_head_and_only_with_it(tokenizer):
         assert not torch.equal(model.transformer.h[0].attn.c_q.weight, q_before), "the LoRA was merged"
         assert torch.equal(model.lm_head.weight, head_before) != head, f"lm_head trained: expected {head}"
         assert not lora_layers(model)
+        check_restem_head(model, cfg, "CKPT")  # a separate head: nothing to say
+    model.lm_head = None  # as a model with tied input/output embeddings has no lm_head module
+    with pytest.raises(NanosealError, match="--restem-head: CKPT: the model has no separate output head"):
+        check_restem_head(model, cfg, "CKPT")
+    check_restem_head(model, resolve_restem(args, {}), "CKPT")  # without --restem-head: fine
 
 
 def test_min_steps_runs_more_epochs_when_few_pairs_are_kept(tokenizer):

@@ -77,7 +77,7 @@ from nanoseal.common import (
     read_json_object,
 )
 from nanoseal.logs import EventLog
-from nanoseal.lora import DEFAULT_TARGETS, SEAL_TARGETS
+from nanoseal.lora import DEFAULT_TARGETS, SEAL_TARGETS, match_modules
 from nanoseal.report import write_report
 from nanoseal.seal.curate import RULES as CURATION_RULES
 from nanoseal.seal.curate import curate_rows
@@ -325,6 +325,17 @@ def resolve_restem(args: argparse.Namespace, meta: dict) -> RestemConfig:
     return cfg
 
 
+def check_restem_head(model, cfg: RestemConfig, where: str) -> None:
+    """With lm_head among the update's LoRA targets, the model must have a separate output head (one line if not)."""
+    if cfg.rank == 0 or "lm_head" not in cfg.targets:
+        return
+    try:
+        match_modules(model, ["lm_head"])
+    except NanosealError:
+        raise NanosealError(f"--restem-head: {where}: the model has no separate output head (its input and output "
+                            "embeddings are tied); run without --restem-head") from None
+
+
 def round_method(rnd: int, rounds: int) -> str:
     """The evaluation method of the policy after rnd ReST-EM rounds."""
     return "ttt_selfedit_round0" if rnd == 0 else "seal" if rnd == rounds else f"seal_round{rnd}"
@@ -353,6 +364,7 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer, meta = load_model(args.checkpoint or get_base_dir(), device=device, source=args.source,
                                         arch=getattr(args, "arch", None))
     restem_cfg = resolve_restem(args, meta)
+    check_restem_head(model, restem_cfg, args.checkpoint or get_base_dir())
     style = args.grid_style
     ttt_cfg = TTTConfig(rank=args.lora_rank, alpha=args.lora_alpha or float(args.lora_rank), n_max=args.n_max,
                         max_views=args.max_views, dtype=args.dtype, style=style,
