@@ -55,6 +55,13 @@ DEFAULT_MAX_EPOCHS = 10
 # the prior of random_self_edit_text (SFT data that teaches a policy the format)
 PRIOR_LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 PRIOR_MAX_EPOCHS = 5
+# "flat": every flag and the strategy 50/50 (the policy's output rows for true/false and for the two strategies end
+# up the same vector: no short update moves those fields, dev/LOG.md). "fields": the same prior with the flags and
+# the strategy a little off 1/2, in the directions the development seeds' rewards favour, so SFT must tell the
+# four flag positions apart and sets the rows apart (P(true) per flag in SelfEdit order; P(output-token loss))
+PRIORS = ("flat", "fields")
+FIELDS_PRIOR_TRUE = (0.6, 0.4, 0.4, 0.4)  # basic, size, chain, repeat
+FIELDS_PRIOR_OUTPUT = 0.6
 
 SELFEDIT_INTRO = (
     "You are given the demonstrations of an abstract reasoning task: each one maps an input grid to an output "
@@ -167,11 +174,18 @@ def recipe_grid(kind: str = "seal") -> list[SelfEdit]:
     return grid
 
 
-def random_self_edit_text(rng: random.Random) -> str:
-    """A valid self-edit (canonical JSON) from a broad prior: each flag Bernoulli(0.5), strategy 50/50,
-    learning rate uniform over PRIOR_LEARNING_RATES (log-spaced 1e-4..1e-2), epochs uniform in 1..5."""
-    flags = [rng.random() < 0.5 for _ in range(4)]
-    edit = SelfEdit(*flags, strategy=rng.choice(STRATEGIES), learning_rate=rng.choice(PRIOR_LEARNING_RATES),
+def random_self_edit_text(rng: random.Random, prior: str = "flat") -> str:
+    """A valid self-edit (canonical JSON) from a broad prior: each flag Bernoulli(0.5), strategy 50/50 ("fields":
+    Bernoulli(FIELDS_PRIOR_TRUE) and P(output tokens) = FIELDS_PRIOR_OUTPUT), learning rate uniform over
+    PRIOR_LEARNING_RATES (log-spaced 1e-4..1e-2), epochs uniform in 1..5."""
+    assert prior in PRIORS, f"prior must be one of {PRIORS}, got {prior!r}"
+    if prior == "flat":
+        flags = [rng.random() < 0.5 for _ in range(4)]
+        strategy = rng.choice(STRATEGIES)
+    else:
+        flags = [rng.random() < p for p in FIELDS_PRIOR_TRUE]
+        strategy = STRATEGIES[1] if rng.random() < FIELDS_PRIOR_OUTPUT else STRATEGIES[0]
+    edit = SelfEdit(*flags, strategy=strategy, learning_rate=rng.choice(PRIOR_LEARNING_RATES),
                     num_train_epochs=rng.randint(1, PRIOR_MAX_EPOCHS))
     return edit.canonical()
 

@@ -62,13 +62,14 @@ def grid_documents(tasks: Iterator[Task], tokenizer, max_tokens: int, seed: int,
             yield ids, mask
 
 
-def selfedit_documents(tasks: Iterator[Task], tokenizer, max_tokens: int, seed: int) -> Iterator[Doc]:
+def selfedit_documents(tasks: Iterator[Task], tokenizer, max_tokens: int, seed: int, prior: str = "flat"
+                       ) -> Iterator[Doc]:
     """Self-edit prompts answered with a self-edit drawn from the broad prior (loss on the answer only)."""
     rng = random.Random(f"selfedit/{seed}")
     for task in tasks:
         task = augment(task, rng)
         conv = selfedit_conversation(task, STYLE)
-        conv["messages"].append({"role": "assistant", "content": random_self_edit_text(rng)})
+        conv["messages"].append({"role": "assistant", "content": random_self_edit_text(rng, prior)})
         ids, mask = tokenizer.render_conversation(conv, max_tokens=max_tokens + 1, train_on="assistant")
         if len(ids) <= max_tokens + 1:
             yield ids, mask

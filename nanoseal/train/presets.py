@@ -36,6 +36,7 @@ class Preset:
     min_side: int = 3
     tokenizer_tasks: int = 1500  # tasks in the tokenizer's training corpus
     selfedit_frac: float = 0.3  # share of self-edit documents in the SFT mixture (the rest: grid answers)
+    selfedit_prior: str = "flat"  # the SFT's self-edit prior (nanoseal.seal.selfedit.PRIORS)
     families: tuple = ()  # procedural families trained on and used by the demo (empty: every training family)
     ttt_n_max: int = 250  # TTT examples per self-edit at most (SEAL: 250)
     pretrain_rows: int = 0  # rows per pretraining step (0: batch_size); fewer rows = more optimizer steps per token

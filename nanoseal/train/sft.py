@@ -46,7 +46,7 @@ def sft(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: str = 
     model, tokenizer, _ = load_model(base_ckpt, step=last_complete_step(base_ckpt), device=device, phase="train")
     L = preset.sequence_len
     selfedits = selfedit_documents(task_stream(preset.family_names(), seed + 1, preset.min_side, preset.max_side),
-                                   tokenizer, L, seed)
+                                   tokenizer, L, seed, preset.selfedit_prior)
     grids = grid_documents(task_stream(preset.family_names(), seed + 2, preset.min_side, preset.max_side), tokenizer, L,
                            seed + 1, train_on="assistant")
     docs = mix([selfedits, grids], [preset.selfedit_frac, 1 - preset.selfedit_frac], seed)
