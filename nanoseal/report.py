@@ -28,7 +28,7 @@ import os
 from collections import Counter, defaultdict
 
 from nanoseal.common import NanosealError, atomic_write_bytes, atomic_write_text, read_json_object, read_jsonl
-from nanoseal.seal.effect import effect_markdown, learned_markdown, method_order
+from nanoseal.seal.effect import effect_markdown, learned_markdown, method_order, recipe_markdown
 from nanoseal.seal.effect import label as effect_label
 from nanoseal.seal.guard import gated_per_task, hedged_per_task
 from nanoseal.seal.tasks import resolve_tasks
@@ -436,6 +436,9 @@ def build_report(run_dir: str, results: dict, rows: list[dict], plots_dir: str) 
     md.append("")
     md += ["## Held-out success with 95 % intervals: all tasks and the curated subset", ""]
     md.append(effect_markdown([results]))
+    recipes = recipe_markdown([results], [rows])
+    if recipes:
+        md.append(recipes)
 
     md += ["## Success rate per round", ""]
     if rounds:
@@ -556,7 +559,8 @@ def write_report(run_dir: str) -> str:
 
 def seeds_table(run_dirs: list[str]) -> str:
     """Markdown table of each method's success rate across runs: mean ± sample std, then every run's value."""
-    runs = [with_guard(load_results(d), load_selfedits(d)) for d in run_dirs]
+    rows_per_run = [load_selfedits(d) for d in run_dirs]
+    runs = [with_guard(load_results(d), rows) for d, rows in zip(run_dirs, rows_per_run)]
     methods = _method_order({m for r in runs for m in r.get("methods", {})})
     header = ["method", f"success (mean ± std, n={len(runs)})", "solved any (mean)"]
     header += [f"seed {r.get('seed', '?')}" for r in runs]
@@ -570,7 +574,8 @@ def seeds_table(run_dirs: list[str]) -> str:
         cells = [_num(r["methods"][m]["success_rate"], ".3f") if m in r.get("methods", {}) else NA for r in runs]
         spread = f"{mean:.3f} ± {std:.3f}" if std is not None else _num(mean, ".3f")
         rows.append([m, spread, _pct(_mean(solved))] + cells)
-    return "\n".join(_table(header, rows)) + "\n\n" + effect_markdown(runs)
+    recipes = recipe_markdown(runs, rows_per_run)
+    return "\n".join(_table(header, rows)) + "\n\n" + effect_markdown(runs) + ("\n" + recipes if recipes else "")
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

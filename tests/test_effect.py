@@ -4,7 +4,16 @@ the policy learned, on hand-made results.
 Run: pytest tests/test_effect.py
 """
 
-from nanoseal.seal.effect import effect_markdown, learned_markdown, method_order, paired_cis, pooled_tasks
+from nanoseal.seal.effect import (
+    effect_markdown,
+    kinds_markdown,
+    learned_markdown,
+    method_order,
+    paired_cis,
+    pooled_tasks,
+    recipe_markdown,
+    task_kinds,
+)
 
 
 def results(seed: int, seal: list[float], round0: list[float], icl: list[float], oracle: list[float]) -> dict:
@@ -62,3 +71,40 @@ def test_learned_markdown_success_by_setting_and_chosen_settings():
     assert "- training round 0: learning_rate: 0.001 1/1, 0.01 0/2; num_train_epochs: 1 1/2, 2 0/1" in md
     assert "- held-out, SEAL (trained policy) (1 valid): learning_rate: 0.001 100%" in md
     assert "- training round 0 (3 valid): learning_rate: 0.001 33%, 0.01 67%" in md
+
+
+def test_kinds_split_the_difference_and_the_shares_add_up():
+    # tasks a..f: ICL solves a, b (SEAL breaks both); c, d curated (SEAL +1, +0.5); e, f neither (SEAL +0.25 on e)
+    r = results(0, [0, 0.5, 1, 0.5, 0.25, 0], [1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0])
+    per_method, tasks, curated = pooled_tasks([r])
+    assert task_kinds(per_method, tasks, curated) == {"0/a": "icl", "0/b": "icl", "0/c": "curated",
+                                                      "0/d": "curated", "0/e": "neither", "0/f": "neither"}
+    lines = kinds_markdown(per_method, tasks, curated)
+    row = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines if line.startswith("| ")}
+    assert row["ICL solves it"][1:4] == ["2", "0.250", "1.000"] and row["ICL solves it"][4].startswith("-0.750")
+    shares = [float(r[5].rstrip(" |")) for name, r in row.items() if name in ("ICL solves it", "neither")
+              or name.startswith("curated")]
+    assert shares == [-0.25, 0.25, 0.042]  # -1.5/6, +1.5/6, +0.25/6 (rounded to 3 places)
+    all_tasks = paired_cis(per_method, tasks)["seal - ttt_selfedit_round0"]["mean"]
+    assert abs(sum([-1.5 / 6, 1.5 / 6, 0.25 / 6]) - all_tasks) < 1e-12
+    assert "Where seal - ttt_selfedit_round0" in effect_markdown([r])
+    assert kinds_markdown({"seal": {}}, tasks, curated) == []
+
+
+def test_recipe_markdown_scores_each_oracle_recipe_alone():
+    r = results(0, [0, 0, 0], [0, 0, 0], [1, 0, 0], [1, 1, 0])
+    rows = []
+    for task, gentle, bold in (("a", 1, 0), ("b", 0, 1), ("c", 0, 0)):
+        rows += [{"key": ["eval", 0, "oracle", task, 0], "method": "oracle", "task": task,
+                  "self_edit": _edit(1e-4, 1), "reward": gentle},
+                 {"key": ["eval", 0, "oracle", task, 1], "method": "oracle", "task": task,
+                  "self_edit": _edit(1e-2, 3), "reward": bold},
+                 {"key": ["curate", 0, "oracle", task, 0], "method": "oracle", "task": task,
+                  "self_edit": _edit(3e-3, 3), "reward": 1}]  # curation rows are not held-out rows
+    md = recipe_markdown([r], [rows])
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| basic")}
+    assert set(lines) == {"basic/output/lr=0.0001/ep=1", "basic/output/lr=0.01/ep=3"}
+    # columns: all tasks, ICL solves it (a), curated (b), neither (c)
+    assert lines["basic/output/lr=0.0001/ep=1"].endswith("| 1.000 | 0.000 | 0.000 |")
+    assert lines["basic/output/lr=0.01/ep=3"].endswith("| 0.000 | 1.000 | 0.000 |")
+    assert recipe_markdown([r], [[]]) == ""

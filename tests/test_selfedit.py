@@ -13,6 +13,8 @@ from nanoseal.arc.prompts import demo_text
 from nanoseal.engine import Engine
 from nanoseal.seal.selfedit import (
     DEFAULT_SELF_EDIT,
+    FIELDS_PRIOR_OUTPUT,
+    FIELDS_PRIOR_TRUE,
     PRIOR_LEARNING_RATES,
     STRATEGIES,
     SelfEdit,
@@ -208,6 +210,33 @@ def test_random_self_edit_text_always_parses_and_covers_prior():
     assert all(any(getattr(e, g) for e in edits) and not all(getattr(e, g) for e in edits)
                for g in ("basic", "size", "chain", "repeat"))
     assert random_self_edit_text(random.Random(7)) == random_self_edit_text(random.Random(7))
+
+
+def test_flat_prior_draws_what_the_shipped_policy_was_trained_on():
+    # the shipped policy's SFT documents came from this exact sequence of draws: the flat prior must not change
+    def old(rng):
+        flags = [rng.random() < 0.5 for _ in range(4)]
+        return SelfEdit(*flags, strategy=rng.choice(STRATEGIES), learning_rate=rng.choice(PRIOR_LEARNING_RATES),
+                        num_train_epochs=rng.randint(1, 5)).canonical()
+    a, b = random.Random(3), random.Random(3)
+    assert [random_self_edit_text(a) for _ in range(50)] == [old(b) for _ in range(50)]
+
+
+def test_fields_prior_has_its_marginals_and_stays_valid():
+    rng = random.Random(0)
+    edits = [parse_self_edit(random_self_edit_text(rng, "fields"))[0] for _ in range(4000)]
+    assert all(e is not None for e in edits)
+    for name, p in zip(("basic", "size", "chain", "repeat"), FIELDS_PRIOR_TRUE):
+        share = sum(getattr(e, name) for e in edits) / len(edits)
+        assert abs(share - p) < 0.03, f"{name}: {share:.3f} true, prior {p}"
+    output = sum(e.strategy == "train_using_output_tokens" for e in edits) / len(edits)
+    assert abs(output - FIELDS_PRIOR_OUTPUT) < 0.03
+    assert {e.learning_rate for e in edits} == set(PRIOR_LEARNING_RATES)
+    assert {e.num_train_epochs for e in edits} == {1, 2, 3, 4, 5}
+    flat = [parse_self_edit(random_self_edit_text(rng))[0] for _ in range(4000)]
+    assert abs(sum(e.basic for e in flat) / len(flat) - 0.5) < 0.03
+    with pytest.raises(AssertionError, match="prior"):
+        random_self_edit_text(rng, "peaked")
 
 
 # ---------------------------------------------------------------------------------------------------------

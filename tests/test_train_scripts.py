@@ -46,6 +46,15 @@ def test_selfedit_documents_answer_with_valid_prior_json(tokenizer):
         assert sum(mask) < len(ids) / 2, "the prompt is not supervised"
 
 
+def test_selfedit_documents_follow_the_preset_prior(tokenizer):
+    def chain_share(prior):
+        docs = selfedit_documents(task_stream(["flip_lr"], seed=0, max_side=3), tokenizer, 4096, seed=0, prior=prior)
+        edits = [parse_self_edit(tokenizer.decode([t for t, m in zip(ids, mask) if m])
+                                 .replace("<|assistant_end|>", ""))[0] for _, (ids, mask) in zip(range(600), docs)]
+        return sum(e.chain for e in edits) / len(edits)
+    assert chain_share("fields") < chain_share("flat") - 0.05  # chain: P(true) 0.4 against 0.5
+
+
 def test_mix_follows_weights():
     a, b = iter(lambda: "a", None), iter(lambda: "b", None)
     drawn = [x for _, x in zip(range(2000), mix([a, b], [0.8, 0.2], seed=0))]

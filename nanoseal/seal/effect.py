@@ -3,7 +3,9 @@ The SEAL effect in numbers: per-method success over held-out tasks with 95 % boo
 the resampling unit), on all held-out tasks and on the curated subset (ICL fails, an oracle recipe solves: the
 paper's protocol), the paired differences that decide the claim (SEAL - un-trained self-edits, SEAL - ICL, ...),
 the held-out success of every round's policy, and what each round's policy learned (success by setting on its
-training tasks, the settings it chose).
+training tasks, the settings it chose). Two tables say where the all-tasks difference comes from: SEAL - round 0
+split by task kind (ICL solves it / curated / neither), each kind's share of the all-tasks mean; and each recipe
+of the oracle grid alone (what one fixed self-edit written every time would score).
 
     from nanoseal.seal.effect import effect_markdown, pooled_tasks
     print(effect_markdown([results0, results1, results2]))     # results.json dicts of several seeds, pooled
@@ -12,8 +14,10 @@ One run or several: the per-task values of every run are pooled (task ids are pr
 so equal ids of different runs stay different tasks) and the intervals are over that pooled set of tasks.
 """
 
+import json
 from collections import defaultdict
 
+from nanoseal.seal.selfedit import parse_self_edit
 from nanoseal.seal.update_size import FIELDS, edit_fields
 from nanoseal.stats import fmt_ci, mean_ci, paired_diff_ci
 
@@ -97,6 +101,7 @@ def effect_markdown(runs: list[dict]) -> str:
           "(pass@2); the oracle counts a task solved when any recipe does. Intervals: 95 % percentile bootstrap "
           "over tasks.", ""]
     md += scoring_tables(per_method, tasks, curated, between=["Paired differences on the same tasks:", ""])
+    md += ["", *kinds_markdown(per_method, tasks, curated)]
     for key, (name, text) in GUARDS.items():
         if runs and all(r.get(key) for r in runs):
             per_method, _, _ = pooled_tasks(runs, key)
@@ -114,6 +119,70 @@ GUARDS = {  # results.json key -> (name, what it does): the other scorings of th
                        "grid (for every test input), the task is answered in context and TTT is skipped: every TTT "
                        "row of it takes the ICL row's result; elsewhere rows are unchanged"),
 }
+
+
+KINDS = {"icl": "ICL solves it", "curated": "curated (ICL fails, an oracle recipe solves)", "neither": "neither"}
+
+
+def task_kinds(per_method: dict, tasks: list[str], curated: list[str]) -> dict[str, str]:
+    """Each task's kind: "icl" where the ICL row solves it, "curated" where it is in the curated subset, else
+    "neither"."""
+    icl, cur = per_method.get("icl", {}), set(curated)
+    return {t: "icl" if icl.get(t, 0) > 0 else "curated" if t in cur else "neither" for t in tasks}
+
+
+def kinds_markdown(per_method: dict, tasks: list[str], curated: list[str], a: str = "seal",
+                   b: str = "ttt_selfedit_round0") -> list[str]:
+    """Markdown lines: a - b split by task kind, each kind's mean with its interval and its share of the all-tasks
+    mean (the kind's sum over all tasks: the shares add up to the all-tasks difference); [] without a or b."""
+    if a not in per_method or b not in per_method or "icl" not in per_method or not tasks:
+        return []
+    kinds = task_kinds(per_method, tasks, curated)
+    rows = []
+    for kind, name in KINDS.items():
+        ts = [t for t in tasks if kinds[t] == kind]
+        if not ts:
+            continue
+        d = [per_method[a][t] - per_method[b][t] for t in ts]
+        rows.append([name, len(ts), f"{sum(per_method[a][t] for t in ts) / len(ts):.3f}",
+                     f"{sum(per_method[b][t] for t in ts) / len(ts):.3f}", _diff_text(mean_ci(d)),
+                     f"{sum(d) / len(tasks):+.3f}"])
+    return [f"Where {a} - {b} on all held-out tasks comes from, by kind of task:", "",
+            *_table(["tasks", "n", a, b, "difference", "share of the all-tasks difference"], rows)]
+
+
+def recipe_markdown(runs: list[dict], rows_per_run: list[list[dict]]) -> str:
+    """Markdown: each recipe of the oracle grid alone (its one row per held-out task), on all tasks and by kind —
+    what one fixed self-edit written every time would score; "" when no run has oracle rows."""
+    per_method, tasks, curated = pooled_tasks(runs)
+    kinds = task_kinds(per_method, tasks, curated)
+    by_recipe: dict[str, dict[str, float]] = defaultdict(dict)
+    for i, (results, rows) in enumerate(zip(runs, rows_per_run)):
+        prefix = f"{results.get('seed', i)}/"
+        for r in rows:
+            key = r.get("key") or []
+            if key[:1] == ["eval"] and r.get("method") == "oracle" and r.get("self_edit"):
+                by_recipe[recipe_label(r["self_edit"])][prefix + r["task"]] = float(r.get("reward") or 0)
+    full = {k: v for k, v in by_recipe.items() if all(t in v for t in tasks)}
+    if not tasks or not full:
+        return ""
+    head = ["oracle recipe, alone", f"all held-out tasks (n={len(tasks)})"] + \
+           [f"{name} (n={sum(k == kind for k in kinds.values())})" for kind, name in KINDS.items()]
+    table = []
+    for name, values in full.items():
+        cells = [fmt_ci(mean_ci([values[t] for t in tasks]))]
+        for kind in KINDS:
+            ts = [t for t in tasks if kinds[t] == kind]
+            cells.append(f"{sum(values[t] for t in ts) / len(ts):.3f}" if ts else "–")
+        table.append([name] + cells)
+    return "\n".join(["Each recipe of the oracle grid alone (one row per task; picking the best of them after the "
+                      "fact is optimistic):", "", *_table(head, table)]) + "\n"
+
+
+def recipe_label(edit: dict) -> str:
+    """A self-edit dict's short label (SelfEdit.label: flags/strategy/lr/epochs), else its JSON."""
+    parsed, _ = parse_self_edit(json.dumps(edit))
+    return parsed.label() if parsed is not None else json.dumps(edit, sort_keys=True)
 
 
 def scoring_tables(per_method: dict, tasks: list[str], curated: list[str], name: str = "",
