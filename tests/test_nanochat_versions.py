@@ -25,7 +25,7 @@ from nanoseal.lora import (
     unmerge_lora,
 )
 from nanoseal.models.nanochat import GPT, GPTConfig, window_sizes
-from nanoseal.models.nanochat_versions import ARCHS, LATEST_ARCH
+from nanoseal.models.nanochat_versions import ARCHS, DEFAULT_ARCH, LATEST_ARCH
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "nanochat_92d63d4")
 V = 128
@@ -233,6 +233,29 @@ def test_kv_cache_decode_equals_full_recomputation_past_the_windows(arch):
         parts += [model(idx[:, t:t + 1], kv_cache=cache) for t in range(170, 300)]  # one token at a time
     assert cache.get_pos() == 300
     torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", [DEFAULT_ARCH, "nanochat-2026-01-16", LATEST_ARCH])
+@pytest.mark.parametrize("n_layer", [1, 2, 3])
+def test_last_only_prefill_equals_the_full_forward_and_fills_the_cache(arch, n_layer):
+    # last_only computes the last layer for the last position alone: same logits, same cache, the same decode after
+    model = make_model(arch, sequence_len=128, n_layer=n_layer)  # windows bind past position 64 (S = 64)
+    idx = torch.randint(0, V, (2, 150), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = model(idx)
+        for T0 in (0, 40):  # a prefill from empty, and a chunk after cached tokens
+            cache, ref = KVCache(2, 2, 160, 16, n_layer), KVCache(2, 2, 160, 16, n_layer)
+            if T0:
+                model(idx[:, :T0], kv_cache=cache), model(idx[:, :T0], kv_cache=ref)
+            last = model(idx[:, T0:140], kv_cache=cache, last_only=True)
+            model(idx[:, T0:140], kv_cache=ref)
+            assert last.shape == (2, 1, V)
+            torch.testing.assert_close(last[:, 0], full[:, 139], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(cache.kv_cache[:, :, :, :, :140], ref.kv_cache[:, :, :, :, :140])
+            steps = [model(idx[:, t:t + 1], kv_cache=cache)[:, 0] for t in range(140, 150)]
+            torch.testing.assert_close(torch.stack(steps, 1), full[:, 140:150], rtol=1e-4, atol=1e-5)
+        no_cache = model(idx[:, :140], last_only=True)  # without a cache too
+        torch.testing.assert_close(no_cache[:, 0], full[:, 139], rtol=1e-4, atol=1e-5)
 
 
 def test_prefill_replicates_the_smear_state():

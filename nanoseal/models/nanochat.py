@@ -21,7 +21,8 @@ Deliberate differences from nanochat (same results up to float rounding): rotary
 to the activation dtype at use (nanochat keeps them in bf16 on every device; on CPU in fp32 this matches
 transformers' NanoChatForCausalLM to ~1e-6); the softcap runs in the activation dtype. Work skipped because
 nothing reads it: with targets, the lm_head, softcap and cross-entropy run only at positions that have a target
-(not -1); `last_only=True` computes the logits of the last position only (a prefill); rotary takes 4 ops instead
+(not -1); `last_only=True` computes the logits of the last position only (a prefill), and the last layer computes
+that position alone (its keys and values for all positions, for the cache); rotary takes 4 ops instead
 of 8, and when few tokens are in flight (decoding) q and k share one rotary + QK-norm pass; one new token per row
 with a KV cache (greedy/sampled decoding) runs nanoseal.models.nanochat_decode, the same step in ~0.6 of the ops.
 
@@ -169,30 +170,35 @@ class CausalSelfAttention(nn.Module):
             self.ve_gate = nn.Linear(arch.ve_gate, self.n_kv_head, bias=False)
 
     def forward(self, x: torch.Tensor, cos_sin: tuple, kv_cache=None, segments=None,
-                ve: torch.Tensor | None = None) -> torch.Tensor:
+                ve: torch.Tensor | None = None, last_query: bool = False) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C); with last_query only the last position's output (B, 1, C), keys and values of
+        all positions still computed (and cached)."""
         B, T, C = x.size()
-        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)  # (B, T, H, D)
+        Tq = 1 if last_query else T
+        q = self.c_q(x[:, -1:] if last_query else x).view(B, Tq, self.n_head, self.head_dim)  # (B, Tq, H, D)
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)  # (B, T, Hkv, D)
         v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)  # (B, T, Hkv, D)
         if ve is not None:  # value embedding, one gate per KV head from the first channels of x
             h = x[..., :self.ve_gate.in_features].contiguous()  # (a strided slice takes another, inexact kernel)
             gate = self.ve_scale * torch.sigmoid(self.ve_gate(h))  # (B, T, Hkv)
             v = v + gate.unsqueeze(-1).to(v.dtype) * ve.view(B, T, self.n_kv_head, self.head_dim).to(v.dtype)
-        if B * T <= FUSE_QK_TOKENS:  # few tokens (decoding): q and k in one pass, fewer ops
+        if B * T <= FUSE_QK_TOKENS and not last_query:  # few tokens (decoding): q and k in one pass, fewer ops
             qk = norm(rotate(torch.cat([q, k], 2), *cos_sin))
             q, k = (qk * self.qk_scale if self.qk_scale != 1.0 else qk).split([self.n_head, self.n_kv_head], 2)
         else:  # many tokens: the extra copy costs more than the ops it saves
-            q, k = norm(rotate(q, *cos_sin)), norm(rotate(k, *cos_sin))  # rotary, then QK norm
+            q_cos_sin = tuple(t[:, -Tq:] for t in cos_sin)  # (1 or B, Tq, 1, D)
+            q, k = norm(rotate(q, *q_cos_sin)), norm(rotate(k, *cos_sin))  # rotary, then QK norm
             if self.qk_scale != 1.0:
                 q, k = q * self.qk_scale, k * self.qk_scale
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
         if kv_cache is not None:
             k, v = kv_cache.insert_kv(self.layer_idx, k, v)  # (B, Hkv, Tk, D)
-        Tq, Tk = q.size(2), k.size(2)
+        Tk = k.size(2)
         window = self.window if self.window is not None and Tk - 1 > self.window else None  # None: no key is cut
         sdpa = F.scaled_dot_product_attention
         gqa = self.n_head != self.n_kv_head
         if segments is not None:  # packed documents: causal (and windowed) attention within each one
+            assert not last_query, "last_query: one sequence per row, no packed documents"
             segs, mask = segments
             if mask is not None:  # several rows: one call with a block-diagonal causal mask
                 if window is not None:
@@ -207,15 +213,15 @@ class CausalSelfAttention(nn.Module):
                     else:
                         parts.append(sdpa(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], is_causal=True, enable_gqa=gqa))
                 y = torch.cat(parts, 2)
-        elif window is None and (kv_cache is None or Tq == Tk):
+        elif window is None and Tq == Tk:
             y = sdpa(q, k, v, is_causal=True, enable_gqa=gqa)
-        elif Tq == 1:  # one new query attends to the cache (its last window + 1 keys)
+        elif Tq == 1:  # the last query attends to every key before it (its last window + 1 keys)
             if window is not None:
                 k, v = k[:, :, -(window + 1):], v[:, :, -(window + 1):]
             y = sdpa(q, k, v, is_causal=False, enable_gqa=gqa)
         else:  # a chunk of new queries: the prefix (within the window), causal within the chunk
             y = sdpa(q, k, v, attn_mask=causal_mask(Tq, Tk, window, q.device), enable_gqa=gqa)
-        y = y.transpose(1, 2).contiguous().view(B, T, -1)  # (B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, Tq, -1)  # (B, Tq, C)
         return self.c_proj(y)
 
 
@@ -238,8 +244,10 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cos_sin: tuple, kv_cache=None, segments=None,
-                ve: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(norm(x), cos_sin, kv_cache, segments, ve)
+                ve: torch.Tensor | None = None, last_query: bool = False) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C), or (B, 1, C) with last_query (the last position only; see the attention)."""
+        y = self.attn(norm(x), cos_sin, kv_cache, segments, ve, last_query)
+        x = (x[:, -1:] if last_query else x) + y
         x = x + self.mlp(norm(x))
         return x
 
@@ -414,11 +422,14 @@ class GPT(nn.Module):
             if self.arch.lambdas:
                 x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             ve = self.value_embeds[str(i)](idx) if self.arch.ve_gate and has_ve(i, self.config.n_layer) else None
-            x = block(x, cos_sin, kv_cache, segments, ve)
+            # a prefill reads the last position's logits only: the last layer computes that position alone
+            # (keys and values of all positions still go into the cache)
+            last_query = last_only and targets is None and segments is None and i == self.config.n_layer - 1
+            x = block(x, cos_sin, kv_cache, segments, ve, last_query)
             if self.arch.smear and i == self.config.n_layer // 2:
                 x_mid = x
         if x_mid is not None:
-            x = x - self.backout_lambda * x_mid
+            x = x - self.backout_lambda * x_mid[:, -x.size(1):]
         x = norm(x)
         if targets is None:
             return self._logits(x[:, -1:] if last_only else x)  # (B, T, vocab)
