@@ -51,7 +51,7 @@ from nanoseal.seal import run as seal_run
 from nanoseal.seal.curate import RULES as CURATION_RULES
 from nanoseal.train.presets import get_preset
 from nanoseal.train.pretrain import add_common_args, budget
-from nanoseal.train.sft import sft
+from nanoseal.train.sft import add_prior_arg, sft
 
 # the tiny policy `nanoseal demo --from-scratch` trains with --policy-seed 0 (tokenizer, 1,100 pretraining and 250 SFT
 # steps), shipped so the demo spends its minutes on SEAL; policies/tiny/SHA256SUMS lists its files
@@ -118,12 +118,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="a time budget instead of the preset's steps")
     parser.add_argument("--sft-minutes", type=POSITIVE_FLOAT, default=None,
                         help="a time budget instead of the preset's steps")
+    add_prior_arg(parser)
 
 
 def shipped_policy(args: argparse.Namespace) -> bool:
     """Whether the demo runs on the shipped tiny policy (the tiny preset's own steps, no --from-scratch)."""
     custom = args.from_scratch or args.preset != "tiny" or args.policy_seed != 0 or args.pretrain_minutes is not None \
-        or args.sft_minutes is not None
+        or args.sft_minutes is not None or args.selfedit_prior not in (None, "flat")
     return not custom
 
 
@@ -205,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     pre_s, pre_steps = budget(args.pretrain_minutes, None)
     sft_s, sft_steps = budget(args.sft_minutes, None)
     preset = get_preset(args.preset, pretrain_seconds=pre_s, pretrain_steps=pre_steps, sft_seconds=sft_s,
-                        sft_steps=sft_steps)
+                        sft_steps=sft_steps, selfedit_prior=args.selfedit_prior)
     base = get_base_dir()
     if args.run_dir is None:  # under torchrun every rank takes rank 0's timestamp
         args.run_dir = dist.broadcast_object(f"{base}/runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -12,6 +12,7 @@ from nanoseal.checkpoint import load_model
 from nanoseal.demo import SHIPPED_POLICY
 from nanoseal.engine import Engine
 from nanoseal.seal.selfedit import sample_self_edits
+from nanoseal.train.presets import get_preset
 
 
 def test_shipped_files_match_their_checksums():
@@ -31,6 +32,7 @@ def test_shipped_policy_is_the_tiny_preset_seed_0_and_writes_valid_self_edits():
     model, tokenizer, meta = load_model(SHIPPED_POLICY)
     assert meta["preset"]["name"] == "tiny" and meta["seed"] == 0 and meta["step"] == 250
     assert meta["train_state"]["final"] is True
+    assert meta["preset"].get("selfedit_prior", "flat") == get_preset("tiny").selfedit_prior  # what the preset trains
     assert model.num_params() < 1_500_000
     task = make_task("flip_lr", 2_000_001, min_side=2, max_side=4)
     samples = sample_self_edits(Engine(model, tokenizer), tokenizer, task, 4, temperature=0.8, seed=0)
@@ -45,5 +47,7 @@ def test_demo_uses_the_shipped_policy_unless_asked_to_train():
     parser = argparse.ArgumentParser()
     add_args(parser)
     assert shipped_policy(parser.parse_args([]))
-    for flags in (["--from-scratch"], ["--preset", "micro"], ["--policy-seed", "1"], ["--pretrain-minutes", "1"]):
+    assert shipped_policy(parser.parse_args(["--selfedit-prior", "flat"]))  # the shipped policy's own prior
+    for flags in (["--from-scratch"], ["--preset", "micro"], ["--policy-seed", "1"], ["--pretrain-minutes", "1"],
+                  ["--selfedit-prior", "fields"]):
         assert not shipped_policy(parser.parse_args(flags)), flags

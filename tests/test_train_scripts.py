@@ -8,6 +8,7 @@ import pytest
 from nanoseal.arc.gen import feasible_families
 from nanoseal.checkpoint import load_model
 from nanoseal.cli import main
+from nanoseal.common import NanosealError
 from nanoseal.seal.selfedit import parse_self_edit, selfedit_conversation
 from nanoseal.train.data import mix, selfedit_documents, task_stream, tokenizer_corpus
 from nanoseal.train.presets import get_preset
@@ -83,6 +84,18 @@ def test_micro_pretrain_and_sft_give_loadable_checkpoints(micro_base):
     mtime = os.path.getmtime(os.path.join(base_dir, f"meta_{preset.pretrain_steps:06d}.json"))
     assert pretrain(preset, micro_base, seed=0, device="cpu") == base_dir  # reused, not retrained
     assert os.path.getmtime(os.path.join(base_dir, f"meta_{preset.pretrain_steps:06d}.json")) == mtime
+
+
+def test_sft_refuses_a_checkpoint_of_another_prior(micro_base, monkeypatch, capsys):
+    sft_dir = os.path.join(micro_base, "chatsft_checkpoints", "d2")
+    assert sft(get_preset("micro"), micro_base, seed=0, device="cpu") == sft_dir  # the same (flat) prior: reused
+    with pytest.raises(NanosealError, match="trained with the 'flat' self-edit prior, not 'fields'"):
+        sft(get_preset("micro", selfedit_prior="fields"), micro_base, seed=0, device="cpu")
+    monkeypatch.setenv("NANOSEAL_BASE_DIR", micro_base)
+    assert main(["sft", "--preset", "micro", "--selfedit-prior", "fields"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "use another base dir" in err[0], err
+    assert finished(sft_dir)  # nothing was touched
 
 
 def test_sft_teaches_the_selfedit_format(tmp_path):

@@ -25,8 +25,9 @@ import torch
 from nanoseal import dist
 from nanoseal.arc.gen import EVAL_FAMILIES, feasible_families
 from nanoseal.checkpoint import load_model
-from nanoseal.common import autodetect_device, get_base_dir, print0, seed_everything
+from nanoseal.common import NanosealError, autodetect_device, get_base_dir, print0, read_json_object, seed_everything
 from nanoseal.engine import Engine
+from nanoseal.seal.selfedit import PRIORS
 from nanoseal.train.data import grid_documents, mix, selfedit_documents, task_stream
 from nanoseal.train.loop import TrainConfig, last_complete_step, save_interval, train
 from nanoseal.train.presets import Preset, get_preset
@@ -38,6 +39,7 @@ def sft(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: str = 
     """Fine-tune the preset's base model into a self-edit-writing policy; returns its checkpoint folder."""
     device = device or autodetect_device()
     ckpt_dir = os.path.join(base_dir, "chatsft_checkpoints", f"d{preset.n_layer}")
+    check_prior(ckpt_dir, preset.selfedit_prior)
     if finished(ckpt_dir):
         print0(f"sft: reusing the finished checkpoint in {ckpt_dir}")
         return ckpt_dir
@@ -65,6 +67,19 @@ def sft(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: str = 
     return ckpt_dir
 
 
+def check_prior(checkpoint_dir: str, prior: str) -> None:
+    """A checkpoint folder whose policy was trained with another self-edit prior is one clear error (neither reused
+    nor resumed)."""
+    step = last_complete_step(checkpoint_dir)
+    if step is None:
+        return
+    meta = read_json_object(os.path.join(checkpoint_dir, f"meta_{step:06d}.json"))
+    found = (meta.get("preset") or {}).get("selfedit_prior", "flat")
+    if found != prior:
+        raise NanosealError(f"{checkpoint_dir} holds a policy trained with the {found!r} self-edit prior, not "
+                            f"{prior!r}: use another base dir ($NANOSEAL_BASE_DIR)")
+
+
 @torch.inference_mode()
 def valid_selfedit_rate(model, tokenizer, preset: Preset, n_tasks: int, k: int, seed: int = 0,
                         temperature: float = 0.8) -> float:
@@ -85,12 +100,23 @@ def valid_selfedit_rate(model, tokenizer, preset: Preset, n_tasks: int, k: int, 
     return valid / max(1, total)
 
 
-add_args = pretrain_add_args  # the same flags: preset, seed, device, dtype, --minutes, --steps
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of `nanoseal sft`: pretrain's (preset, seed, device, dtype, --minutes, --steps) and the prior."""
+    pretrain_add_args(parser)
+    add_prior_arg(parser)
+
+
+def add_prior_arg(parser: argparse.ArgumentParser) -> None:
+    """--selfedit-prior (sft and demo --from-scratch)."""
+    parser.add_argument("--selfedit-prior", default=None, choices=PRIORS,
+                        help="the self-edits of the SFT documents: flat (every flag and the strategy 50/50, the "
+                             "shipped policy's) or fields (flags and strategy a little off 1/2, dev/LOG.md); "
+                             "default: the preset's")
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `nanoseal sft`."""
     seconds, steps = budget(args.minutes, args.steps)
-    preset = get_preset(args.preset, sft_seconds=seconds, sft_steps=steps)
+    preset = get_preset(args.preset, sft_seconds=seconds, sft_steps=steps, selfedit_prior=args.selfedit_prior)
     sft(preset, get_base_dir(), args.seed, dist.local_device(autodetect_device(args.device)), args.dtype)
     return 0
