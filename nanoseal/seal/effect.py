@@ -166,15 +166,12 @@ def recipe_markdown(runs: list[dict], rows_per_run: list[list[dict]]) -> str:
     full = {k: v for k, v in by_recipe.items() if all(t in v for t in tasks)}
     if not tasks or not full:
         return ""
+    by_kind = {kind: [t for t in tasks if kinds[t] == kind] for kind in KINDS}
     head = ["oracle recipe, alone", f"all held-out tasks (n={len(tasks)})"] + \
-           [f"{name} (n={sum(k == kind for k in kinds.values())})" for kind, name in KINDS.items()]
-    table = []
-    for name, values in full.items():
-        cells = [fmt_ci(mean_ci([values[t] for t in tasks]))]
-        for kind in KINDS:
-            ts = [t for t in tasks if kinds[t] == kind]
-            cells.append(f"{sum(values[t] for t in ts) / len(ts):.3f}" if ts else "–")
-        table.append([name] + cells)
+           [f"{name} (n={len(by_kind[kind])})" for kind, name in KINDS.items()]
+    table = [[name, fmt_ci(mean_ci([values[t] for t in tasks]))]
+             + [f"{sum(values[t] for t in ts) / len(ts):.3f}" if ts else "–" for ts in by_kind.values()]
+             for name, values in full.items()]
     return "\n".join(["Each recipe of the oracle grid alone (one row per task; picking the best of them after the "
                       "fact is optimistic):", "", *_table(head, table)]) + "\n"
 

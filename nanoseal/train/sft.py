@@ -8,7 +8,10 @@ The mixture (nanoseal.train.data): selfedit_frac of the documents are self-edit 
 training-family tasks answered with a self-edit drawn from a broad prior that ignores the task (each
 augmentation flag Bernoulli(1/2), both strategies, learning rate log-uniform over 1e-4..1e-2, 1..5 epochs;
 nanoseal.seal.selfedit.random_self_edit_text): the policy learns the format and starts with no preference
-among settings, which is what ReST-EM then selects from. The rest are few-shot grid prompts with the loss
+among settings, which is what ReST-EM then selects from. `--selfedit-prior fields` (Preset.selfedit_prior) draws
+the flags and the strategy a little off 1/2 instead, so that the policy's output rows for true/false and for the
+two strategies differ and a ReST-EM update can move those fields (dev/LOG.md, 2026-12-02).
+The rest are few-shot grid prompts with the loss
 on the answer. Starts from <base>/base_checkpoints/d<n>, writes <base>/chatsft_checkpoints/d<n> (resumable;
 a finished checkpoint is reused), then reports the share of valid self-edits the policy samples on held-out
 tasks.
