@@ -24,7 +24,7 @@ from nanoseal.lora import (
     save_adapter,
     unmerge_lora,
 )
-from nanoseal.models.nanochat import GPT, GPTConfig, window_sizes
+from nanoseal.models.nanochat import GPT, GPTConfig, doc_segments, target_queries, window_sizes
 from nanoseal.models.nanochat_versions import ARCHS, DEFAULT_ARCH, LATEST_ARCH
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "nanochat_92d63d4")
@@ -292,6 +292,34 @@ def test_packed_documents_equal_separate_rows_under_windows(rows):
                               loss_reduction="none")
                 torch.testing.assert_close(packed[r, start:start + n], alone, rtol=1e-4, atol=1e-5)
                 start += n
+
+
+@pytest.mark.parametrize("arch", [DEFAULT_ARCH, "nanochat-2026-01-16", LATEST_ARCH])
+def test_packed_row_with_output_only_targets_equals_the_full_computation(arch):
+    # a TTT row whose targets are each document's tail: the last layer computes from each first target on; loss and
+    # every gradient equal those of separate rows (which compute every position)
+    model = make_model(arch, sequence_len=256).train()  # windows of 128 bind inside the 170-token document
+    lens, T = [170, 90, 40], 320  # 20 positions of padding at the end
+    idx = torch.randint(0, V, (1, T), generator=torch.Generator().manual_seed(3))
+    targets = torch.full((1, T), -1)
+    for e, f in ((170, 150), (260, 230), (300, 290)):  # output tails; the prompts have no target
+        targets[0, f:e] = torch.randint(0, V, (e - f,), generator=torch.Generator().manual_seed(e))
+    assert target_queries(doc_segments([lens], T)[0][0], targets[0]).spans == [(0, 170, 150), (170, 260, 230),
+                                                                               (260, 300, 290)]
+    packed = model(idx, targets, loss_reduction="none", doc_lens=[lens]).view(T)
+    packed.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    alone = [model(idx[:, s:e], targets[:, s:e], loss_reduction="none") for s, e in ((0, 170), (170, 260), (260, 300))]
+    torch.cat(alone).sum().backward()
+    torch.testing.assert_close(packed[:300], torch.cat(alone), rtol=1e-4, atol=1e-5)
+    assert (packed[300:] == 0).all()
+    for n, p in model.named_parameters():
+        if p.grad is not None or n in grads:
+            torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-5, msg=n)
+    every = targets.clone()
+    every[0, :300] = torch.randint(0, V, (300,), generator=torch.Generator().manual_seed(4))
+    assert target_queries(doc_segments([lens], T)[0][0], every[0]) is None  # a loss on every token: all positions
 
 
 # -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ Run `python -m nanoseal.models` to print the parameter count of the default (d12
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -140,6 +141,30 @@ def doc_segments(doc_lens: list[list[int]], T: int) -> tuple[list[list[tuple[int
     return segments, torch.stack(positions), torch.stack(ids)
 
 
+class Queries(NamedTuple):
+    """Positions the last layer computes outputs for (keys and values come from every position): pos (Tq,) of a
+    row; spans [(start, end, first query)] per packed document (None: one sequence per row)."""
+    pos: torch.Tensor
+    spans: list[tuple[int, int, int]] | None
+
+
+def target_queries(segments: list[tuple[int, int]], targets: torch.Tensor, most: float = 0.9) -> Queries | None:
+    """For one row of packed documents (segments) and its targets (T,): from each document's first target to its end
+    (a loss on the output grid only leaves ~90 % of the positions without a target); None when that saves under
+    1 - most of the positions (a loss on every token)."""
+    has = (targets != -1).tolist()
+    spans = []
+    for s, e in segments:
+        f = next((t for t in range(s, e) if has[t]), None)
+        if f is not None:
+            spans.append((s, e, f))
+    n = sum(e - f for _, e, f in spans)
+    if not spans or n > most * len(has):
+        return None
+    pos = torch.cat([torch.arange(f, e) for _, e, f in spans]).to(targets.device)
+    return Queries(pos, spans)
+
+
 def causal_mask(Tq: int, Tk: int, window: int | None, device) -> torch.Tensor:
     """(Tq, Tk) bool: key j visible from query i (the queries are the last Tq of Tk positions), 0 <= i-j <= window."""
     d = torch.arange(Tk - Tq, Tk, device=device)[:, None] - torch.arange(Tk, device=device)[None, :]
@@ -170,23 +195,23 @@ class CausalSelfAttention(nn.Module):
             self.ve_gate = nn.Linear(arch.ve_gate, self.n_kv_head, bias=False)
 
     def forward(self, x: torch.Tensor, cos_sin: tuple, kv_cache=None, segments=None,
-                ve: torch.Tensor | None = None, last_query: bool = False) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C); with last_query only the last position's output (B, 1, C), keys and values of
-        all positions still computed (and cached)."""
+                ve: torch.Tensor | None = None, queries: "Queries | None" = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C); with `queries` only those positions' outputs (B, Tq, C), keys and values of all
+        positions still computed (and cached)."""
         B, T, C = x.size()
-        Tq = 1 if last_query else T
-        q = self.c_q(x[:, -1:] if last_query else x).view(B, Tq, self.n_head, self.head_dim)  # (B, Tq, H, D)
+        Tq = T if queries is None else queries.pos.numel()
+        q = self.c_q(x if queries is None else x[:, queries.pos]).view(B, Tq, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)  # (B, T, Hkv, D)
         v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)  # (B, T, Hkv, D)
         if ve is not None:  # value embedding, one gate per KV head from the first channels of x
             h = x[..., :self.ve_gate.in_features].contiguous()  # (a strided slice takes another, inexact kernel)
             gate = self.ve_scale * torch.sigmoid(self.ve_gate(h))  # (B, T, Hkv)
             v = v + gate.unsqueeze(-1).to(v.dtype) * ve.view(B, T, self.n_kv_head, self.head_dim).to(v.dtype)
-        if B * T <= FUSE_QK_TOKENS and not last_query:  # few tokens (decoding): q and k in one pass, fewer ops
+        if B * T <= FUSE_QK_TOKENS and queries is None:  # few tokens (decoding): q and k in one pass, fewer ops
             qk = norm(rotate(torch.cat([q, k], 2), *cos_sin))
             q, k = (qk * self.qk_scale if self.qk_scale != 1.0 else qk).split([self.n_head, self.n_kv_head], 2)
         else:  # many tokens: the extra copy costs more than the ops it saves
-            q_cos_sin = tuple(t[:, -Tq:] for t in cos_sin)  # (1 or B, Tq, 1, D)
+            q_cos_sin = cos_sin if queries is None else tuple(t[:, queries.pos] for t in cos_sin)  # (1|B, Tq, 1, D)
             q, k = norm(rotate(q, *q_cos_sin)), norm(rotate(k, *cos_sin))  # rotary, then QK norm
             if self.qk_scale != 1.0:
                 q, k = q * self.qk_scale, k * self.qk_scale
@@ -197,8 +222,19 @@ class CausalSelfAttention(nn.Module):
         window = self.window if self.window is not None and Tk - 1 > self.window else None  # None: no key is cut
         sdpa = F.scaled_dot_product_attention
         gqa = self.n_head != self.n_kv_head
-        if segments is not None:  # packed documents: causal (and windowed) attention within each one
-            assert not last_query, "last_query: one sequence per row, no packed documents"
+        if segments is not None and queries is not None:  # one row of packed documents, queries from each one's
+            parts, qo = [], 0  # first target on: attention to the document's keys up to each query
+            for s, e, f in queries.spans:
+                n = e - f
+                qs, ks, vs = q[:, :, qo:qo + n], k[:, :, s:e], v[:, :, s:e]
+                w = self.window if self.window is not None and e - s - 1 > self.window else None
+                if f == s and w is None:
+                    parts.append(sdpa(qs, ks, vs, is_causal=True, enable_gqa=gqa))
+                else:
+                    parts.append(sdpa(qs, ks, vs, attn_mask=causal_mask(n, e - s, w, q.device), enable_gqa=gqa))
+                qo += n
+            y = torch.cat(parts, 2)
+        elif segments is not None:  # packed documents: causal (and windowed) attention within each one
             segs, mask = segments
             if mask is not None:  # several rows: one call with a block-diagonal causal mask
                 if window is not None:
@@ -244,10 +280,10 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cos_sin: tuple, kv_cache=None, segments=None,
-                ve: torch.Tensor | None = None, last_query: bool = False) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C), or (B, 1, C) with last_query (the last position only; see the attention)."""
-        y = self.attn(norm(x), cos_sin, kv_cache, segments, ve, last_query)
-        x = (x[:, -1:] if last_query else x) + y
+                ve: torch.Tensor | None = None, queries: "Queries | None" = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C), or (B, Tq, C) at the query positions only (see the attention)."""
+        y = self.attn(norm(x), cos_sin, kv_cache, segments, ve, queries)
+        x = (x if queries is None else x[:, queries.pos]) + y
         x = x + self.mlp(norm(x))
         return x
 
@@ -414,6 +450,11 @@ class GPT(nn.Module):
                 mask = ((seg_ids[:, :, None] == seg_ids[:, None, :]) & causal).unsqueeze(1)
             segments = (segs, mask)
         cos_sin = rotary_tables(cos.to(dtype), sin.to(dtype))
+        queries = None  # the last layer's query positions, where nothing reads the others' outputs
+        if targets is None and last_only and segments is None:  # a prefill: the last position's logits only
+            queries = Queries(torch.tensor([T - 1], device=idx.device), None)
+        elif targets is not None and segments is not None and B == 1:  # one packed row (TTT): from each document's
+            queries = target_queries(segments[0][0], targets[0])  # first target on
         x = norm(x)
         if self.arch.smear:
             x = self._smear(x, kv_cache, pos)
@@ -422,15 +463,18 @@ class GPT(nn.Module):
             if self.arch.lambdas:
                 x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             ve = self.value_embeds[str(i)](idx) if self.arch.ve_gate and has_ve(i, self.config.n_layer) else None
-            # a prefill reads the last position's logits only: the last layer computes that position alone
-            # (keys and values of all positions still go into the cache)
-            last_query = last_only and targets is None and segments is None and i == self.config.n_layer - 1
-            x = block(x, cos_sin, kv_cache, segments, ve, last_query)
+            last = i == self.config.n_layer - 1
+            x = block(x, cos_sin, kv_cache, segments, ve, queries if last else None)
             if self.arch.smear and i == self.config.n_layer // 2:
-                x_mid = x
+                x_mid = x if queries is None or last else x[:, queries.pos]  # at the positions x ends with
         if x_mid is not None:
-            x = x - self.backout_lambda * x_mid[:, -x.size(1):]
+            x = x - self.backout_lambda * x_mid
         x = norm(x)
         if targets is None:
             return self._logits(x[:, -1:] if last_only else x)  # (B, T, vocab)
-        return target_loss(x, targets, self._logits, loss_reduction)
+        if queries is None:
+            return target_loss(x, targets, self._logits, loss_reduction)
+        loss = target_loss(x, targets[:, queries.pos], self._logits, loss_reduction)
+        if loss_reduction == "none":  # back to one value per position (0 where nothing was computed)
+            loss = torch.zeros(B * T, dtype=loss.dtype, device=loss.device).index_copy(0, queries.pos, loss)
+        return loss
