@@ -21,8 +21,10 @@ Deliberate differences from nanochat (same results up to float rounding): rotary
 to the activation dtype at use (nanochat keeps them in bf16 on every device; on CPU in fp32 this matches
 transformers' NanoChatForCausalLM to ~1e-6); the softcap runs in the activation dtype. Work skipped because
 nothing reads it: with targets, the lm_head, softcap and cross-entropy run only at positions that have a target
-(not -1); `last_only=True` computes the logits of the last position only (a prefill), and the last layer computes
-that position alone (its keys and values for all positions, for the cache); rotary takes 4 ops instead
+(not -1); `last_only=True` computes the logits of the last position only (a prefill); the last layer computes
+outputs only where something reads them — the last position of a prefill, and in one row of packed documents with
+targets (TTT, ReST-EM) each document from its first target on (keys and values of every position still computed,
+and cached); rotary takes 4 ops instead
 of 8, and when few tokens are in flight (decoding) q and k share one rotary + QK-norm pass; one new token per row
 with a KV cache (greedy/sampled decoding) runs nanoseal.models.nanochat_decode, the same step in ~0.6 of the ops.
 
