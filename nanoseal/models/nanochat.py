@@ -224,9 +224,11 @@ class CausalSelfAttention(nn.Module):
         window = self.window if self.window is not None and Tk - 1 > self.window else None  # None: no key is cut
         sdpa = F.scaled_dot_product_attention
         gqa = self.n_head != self.n_kv_head
-        if segments is not None and queries is not None:  # one row of packed documents, queries from each one's
-            parts, qo = [], 0  # first target on: attention to the document's keys up to each query
-            for s, e, f in queries.spans:
+        if segments is not None and segments[1] is None:  # one row of packed documents: one call per document (no
+            # work on the masked-out blocks); with queries, from each one's first target on, attending to its keys
+            spans = queries.spans if queries is not None else [(s, e, s) for s, e in segments[0][0]]
+            parts, qo = [], 0
+            for s, e, f in spans:
                 n = e - f
                 qs, ks, vs = q[:, :, qo:qo + n], k[:, :, s:e], v[:, :, s:e]
                 w = self.window if self.window is not None and e - s - 1 > self.window else None
@@ -236,21 +238,9 @@ class CausalSelfAttention(nn.Module):
                     parts.append(sdpa(qs, ks, vs, attn_mask=causal_mask(n, e - s, w, q.device), enable_gqa=gqa))
                 qo += n
             y = torch.cat(parts, 2)
-        elif segments is not None:  # packed documents: causal (and windowed) attention within each one
-            segs, mask = segments
-            if mask is not None:  # several rows: one call with a block-diagonal causal mask
-                if window is not None:
-                    mask = mask & causal_mask(T, T, window, q.device)
-                y = sdpa(q, k, v, attn_mask=mask, enable_gqa=gqa)
-            else:  # one row: one call per document (no work on the masked-out blocks)
-                parts = []
-                for s, e in segs[0]:
-                    if window is not None and e - s - 1 > window:
-                        parts.append(sdpa(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e],
-                                          attn_mask=causal_mask(e - s, e - s, window, q.device), enable_gqa=gqa))
-                    else:
-                        parts.append(sdpa(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], is_causal=True, enable_gqa=gqa))
-                y = torch.cat(parts, 2)
+        elif segments is not None:  # several rows of packed documents: one call with a block-diagonal causal mask
+            mask = segments[1] if window is None else segments[1] & causal_mask(T, T, window, q.device)
+            y = sdpa(q, k, v, attn_mask=mask, enable_gqa=gqa)
         elif window is None and Tq == Tk:
             y = sdpa(q, k, v, is_causal=True, enable_gqa=gqa)
         elif Tq == 1:  # the last query attends to every key before it (its last window + 1 keys)
