@@ -44,17 +44,23 @@ from nanoseal.train.presets import Preset, get_preset
 from nanoseal.train.tok_train import get_or_train_tokenizer
 
 
-def finished(checkpoint_dir: str, arch: str | None = None) -> bool:
-    """Whether a checkpoint folder holds a final (not mid-run) checkpoint; one of another arch is an error.
-    Only complete steps count (model, meta and optimizer saved): a step cut off by a crash is not finished."""
+def finished(checkpoint_dir: str, arch: str | None = None, selfedit_prior: str | None = None) -> bool:
+    """Whether a checkpoint folder holds a final (not mid-run) checkpoint; one of another arch, or (SFT) trained
+    with another self-edit prior, is an error (neither reused nor resumed). Only complete steps count (model, meta
+    and optimizer saved): a step cut off by a crash is not finished."""
     step = last_complete_step(checkpoint_dir)
     if step is None:
         return False
     meta = read_json_object(os.path.join(checkpoint_dir, f"meta_{step:06d}.json"))
-    found = (meta.get("preset") or {}).get("arch", "nanochat-2025-10-13")
+    preset = meta.get("preset") or {}
+    found = preset.get("arch", "nanochat-2025-10-13")
     if arch is not None and found != arch:
         raise NanosealError(f"{checkpoint_dir} holds a {found} model, not {arch}: use another base dir "
                             "($NANOSEAL_BASE_DIR) to pretrain this architecture")
+    found = preset.get("selfedit_prior", "flat")
+    if selfedit_prior is not None and found != selfedit_prior:
+        raise NanosealError(f"{checkpoint_dir} holds a policy trained with the {found!r} self-edit prior, not "
+                            f"{selfedit_prior!r}: use another base dir ($NANOSEAL_BASE_DIR)")
     return bool(meta.get("train_state", {}).get("final"))
 
 

@@ -28,7 +28,7 @@ import torch
 from nanoseal import dist
 from nanoseal.arc.gen import EVAL_FAMILIES, feasible_families
 from nanoseal.checkpoint import load_model
-from nanoseal.common import NanosealError, autodetect_device, get_base_dir, print0, read_json_object, seed_everything
+from nanoseal.common import autodetect_device, get_base_dir, print0, seed_everything
 from nanoseal.engine import Engine
 from nanoseal.seal.selfedit import PRIORS
 from nanoseal.train.data import grid_documents, mix, selfedit_documents, task_stream
@@ -42,8 +42,7 @@ def sft(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: str = 
     """Fine-tune the preset's base model into a self-edit-writing policy; returns its checkpoint folder."""
     device = device or autodetect_device()
     ckpt_dir = os.path.join(base_dir, "chatsft_checkpoints", f"d{preset.n_layer}")
-    check_prior(ckpt_dir, preset.selfedit_prior)
-    if finished(ckpt_dir):
+    if finished(ckpt_dir, selfedit_prior=preset.selfedit_prior):
         print0(f"sft: reusing the finished checkpoint in {ckpt_dir}")
         return ckpt_dir
     base_ckpt = pretrain(preset, base_dir, seed, device, dtype)
@@ -68,19 +67,6 @@ def sft(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: str = 
         rate = valid_selfedit_rate(model, tokenizer, preset, n_tasks=8, k=4, seed=seed)
         print0(f"sft: {rate:.0%} of self-edits sampled on 8 held-out-family tasks parse as valid")
     return ckpt_dir
-
-
-def check_prior(checkpoint_dir: str, prior: str) -> None:
-    """A checkpoint folder whose policy was trained with another self-edit prior is one clear error (neither reused
-    nor resumed)."""
-    step = last_complete_step(checkpoint_dir)
-    if step is None:
-        return
-    meta = read_json_object(os.path.join(checkpoint_dir, f"meta_{step:06d}.json"))
-    found = (meta.get("preset") or {}).get("selfedit_prior", "flat")
-    if found != prior:
-        raise NanosealError(f"{checkpoint_dir} holds a policy trained with the {found!r} self-edit prior, not "
-                            f"{prior!r}: use another base dir ($NANOSEAL_BASE_DIR)")
 
 
 @torch.inference_mode()
