@@ -14,9 +14,10 @@ Steps: the policy - nanoseal/policies/tiny (what `--from-scratch` trains with --
 demo's minutes go to SEAL) or `nanoseal train-tokenizer`, `pretrain` and `sft` for the preset (each reused when its
 finished checkpoint is cached under $NANOSEAL_BASE_DIR, default ~/.cache/nanoseal) - then `nanoseal seal` with
   --tasks       <family>-<seed>-s<lo>-<hi>,...  --train-tasks instances of each family (seeds 1000 S, 1000 S + 1,
-                ... for --seed S); the families are the held-out ones (nanoseal.arc.gen.EVAL_FAMILIES, never in
-                pretraining or SFT: the tasks are new to the model, as SEAL's ARC tasks are) or, with --families
-                preset, the preset's own
+                ... for --seed S); the families are held-out ones (nanoseal.arc.gen.EVAL_FAMILIES, never in
+                pretraining or SFT: the tasks are new to the model, as SEAL's ARC tasks are): by default those some
+                oracle recipe solves with the preset's policy (Preset.reachable; SEAL filtered its ARC tasks the
+                same way for its model), with --families held-out all ten, with --families preset the preset's own
   --eval-tasks  the same for --eval-tasks held-out instances (seeds from 1,000,000 + 1000 S: other instances of
                 those families), never drawn by pretraining, SFT or the SEAL rounds
   --curate      SEAL's curation of the training pool (keep the tasks ICL fails and an oracle recipe solves)
@@ -65,15 +66,17 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_common_args(parser)
     parser.add_argument("--tasks", default="gen", choices=["gen", "seal-arc"],
                         help="gen: procedural tasks; seal-arc: SEAL's 12 training / 10 evaluation ARC-AGI-1 tasks")
-    parser.add_argument("--families", default="held-out", choices=["held-out", "preset"],
+    parser.add_argument("--families", default="reachable", choices=["reachable", "held-out", "preset"],
                         help="held-out: the families no preset trains on (nanoseal.arc.gen.EVAL_FAMILIES; training and "
-                             "held-out tasks are different instances of them); preset: the preset's own families")
+                             "held-out tasks are different instances of them); reachable (default): those of them "
+                             "some oracle recipe solves with the preset's policy (Preset.reachable); preset: the "
+                             "preset's own families")
     parser.add_argument("--run-dir", default=None, help="default: <base>/runs/demo-<timestamp>")
     parser.add_argument("--rounds", type=NON_NEGATIVE_INT, default=2, help="ReST-EM rounds")
     parser.add_argument("--self-edits", type=POSITIVE_INT, default=12,
                         help="K self-edits per training task (SEAL: 15)")
-    parser.add_argument("--train-tasks", type=POSITIVE_INT, default=2, help="training instances per family")
-    parser.add_argument("--eval-tasks", type=POSITIVE_INT, default=2, help="held-out instances per family")
+    parser.add_argument("--train-tasks", type=POSITIVE_INT, default=3, help="training instances per family")
+    parser.add_argument("--eval-tasks", type=POSITIVE_INT, default=4, help="held-out instances per family")
     parser.add_argument("--eval-self-edits", type=POSITIVE_INT, default=3,
                         help="self-edits each policy samples per held-out task (SEAL: 5)")
     parser.add_argument("--split-weight-change", action="store_true",
@@ -140,10 +143,13 @@ def default_procs(args: argparse.Namespace) -> int:
 
 
 def demo_families(preset, which: str) -> list[str]:
-    """The procedural families the demo draws its tasks from: the held-out ones or the preset's own."""
+    """The procedural families the demo draws its tasks from: the held-out ones (all, or those the preset's policy
+    can reach) or the preset's own."""
     if which == "preset":
         return preset.family_names()
-    return feasible_families(EVAL_FAMILIES, preset.min_side, preset.max_side)
+    families = preset.reachable if which == "reachable" and preset.reachable else EVAL_FAMILIES
+    assert set(families) <= set(EVAL_FAMILIES), f"{preset.name}: reachable families must be held-out ones"
+    return feasible_families(families, preset.min_side, preset.max_side)
 
 
 def instance_ids(preset, families: list[str], first_seed: int, n: int) -> str:

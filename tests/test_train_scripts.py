@@ -140,15 +140,23 @@ def test_demo_tasks_are_held_out_families_by_default():
     parser = argparse.ArgumentParser()
     add_args(parser)
     preset = get_preset("tiny")
-    for flags, allowed in (([], set(EVAL_FAMILIES)), (["--families", "preset"], set(preset.family_names()))):
+    cases = (([], set(preset.reachable)), (["--families", "held-out"], set(EVAL_FAMILIES)),
+             (["--families", "preset"], set(preset.family_names())))
+    for flags, expected in cases:
         argv = seal_argv(parser.parse_args(["--seed", "3"] + flags), "CKPT", preset)
         train = argv[argv.index("--tasks") + 1].split(",")
         held = argv[argv.index("--eval-tasks") + 1].split(",")
-        families = {parse_instance_id(t)["family"] for t in train + held}
-        assert families <= allowed and len(families) > 1, families
+        assert {parse_instance_id(t)["family"] for t in train} == expected, flags
+        assert {parse_instance_id(t)["family"] for t in held} == expected, flags
+        assert len(train) == 3 * len(expected) and len(held) == 4 * len(expected), "3 training, 4 held-out each"
         assert not set(train) & set(held), "training and held-out instances must differ"
         assert all(parse_instance_id(t)["max_side"] == preset.max_side for t in train + held)
     assert not set(EVAL_FAMILIES) & set(preset.family_names()), "held-out families are never trained on"
+    assert set(preset.reachable) < set(EVAL_FAMILIES), "the reachable families are some of the held-out ones"
+    micro = get_preset("micro")  # no reachable list: every held-out family that draws its sides
+    argv = seal_argv(parser.parse_args([]), "CKPT", micro)
+    assert {parse_instance_id(t)["family"] for t in argv[argv.index("--tasks") + 1].split(",")} \
+        == set(feasible_families(EVAL_FAMILIES, micro.min_side, micro.max_side))
     argv = seal_argv(parser.parse_args(["--curate-rule", "contrast", "--restem-max-per-task", "4"]), "CKPT", preset)
     assert argv[argv.index("--curate-rule") + 1] == "contrast" and argv[argv.index("--restem-max-per-task") + 1] == "4"
     argv = seal_argv(parser.parse_args(["--no-curate"]), "CKPT", preset)
