@@ -25,8 +25,9 @@ and the preset's ReST-EM update size (nanoseal.seal.update_size). On a CPU the s
 processes (nanoseal.dist.spawn_local; the same rows as one process, 1.25x faster on 2 cores). The run directory
 (--run-dir, default <base>/runs/demo-<timestamp>) holds results.json and report.md; re-running the same command
 resumes it.
-`nanoseal report RUN1 RUN2 RUN3` pools seeds. dev/LOG.md (2026-12-01, second entry) has how these defaults were
-chosen on development seeds 1 and 2.
+`nanoseal report RUN1 RUN2 RUN3` pools seeds. dev/LOG.md has how these defaults were chosen: the rounds, K and the
+update on development seeds 1 and 2 (2026-12-01, second entry), the reachable families and instances a family from
+the development seeds' oracle rows (2026-12-02, third entry).
 """
 
 import argparse
