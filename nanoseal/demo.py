@@ -70,8 +70,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--families", default="reachable", choices=["reachable", "held-out", "preset"],
                         help="held-out: the families no preset trains on (nanoseal.arc.gen.EVAL_FAMILIES; training and "
                              "held-out tasks are different instances of them); reachable (default): those of them "
-                             "some oracle recipe solves with the preset's policy (Preset.reachable); preset: the "
-                             "preset's own families")
+                             "some oracle recipe solves with the preset's policy (Preset.reachable; all of them "
+                             "where the preset names none); preset: the preset's own families")
     parser.add_argument("--run-dir", default=None, help="default: <base>/runs/demo-<timestamp>")
     parser.add_argument("--rounds", type=NON_NEGATIVE_INT, default=2, help="ReST-EM rounds")
     parser.add_argument("--self-edits", type=POSITIVE_INT, default=12,
