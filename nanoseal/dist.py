@@ -1,7 +1,9 @@
 """
 torch.distributed under torchrun: process group init/teardown from torchrun's environment, rank helpers, and
 the few collectives nanoseal uses (barrier, broadcast/gather of Python objects, gradient all-reduce), each
-bounded by a timeout so that a dead or stuck rank stops the job instead of hanging it.
+bounded by a timeout so that a dead or stuck rank stops the job instead of hanging it, and a shared work queue
+(claim/put/ready/take on the key-value store the ranks joined through: a rank takes the next item as soon as it is
+free, rather than in lockstep waves).
 
     torchrun --standalone --nproc_per_node=2 -m nanoseal seal ...   # cli.py calls init() and teardown()
     status = spawn_local(["demo", "--seed", "1"], procs=2, threads=1)   # the same on this machine, no torchrun
@@ -17,6 +19,7 @@ SIGTERM torchrun sends the surviving ranks when one fails is answered with one l
 import contextlib
 import datetime
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -30,6 +33,7 @@ from nanoseal.common import NanosealError, get_rank
 
 TIMEOUT_ENV = "NANOSEAL_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0
+_store: list = [None]  # the key-value store every rank shares (init sets it), under a prefix of its own
 
 
 class RankLost(NanosealError):
@@ -79,8 +83,12 @@ def init() -> None:
         backend = "cpu:gloo,cuda:nccl"
     else:
         backend = "gloo"
-    try:
-        dist.init_process_group(backend=backend, timeout=timeout)
+    try:  # torchrun's rendezvous, as init_process_group does it, keeping the store for the work queue
+        store, r, world = next(dist.rendezvous("env://", timeout=timeout))
+        store.set_timeout(timeout)
+        dist.init_process_group(backend=backend, store=dist.PrefixStore("default_pg", store), rank=r,
+                                world_size=world, timeout=timeout)
+        _store[0] = dist.PrefixStore("nanoseal", store)
     except (RuntimeError, ValueError) as e:
         raise RankLost(f"rank {rank()}: could not join the process group ({first_line(e)})") from None
     signal.signal(signal.SIGTERM, _stopped_by_torchrun)
@@ -97,6 +105,7 @@ def teardown() -> None:
     """Leave the process group (a no-op when none was joined)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+    _store[0] = None
 
 
 def local_device(device: torch.device | str) -> torch.device:
@@ -153,6 +162,30 @@ def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         assert op in ("sum", "max"), f"op must be sum or max, got {op!r}"
         _collective(dist.all_reduce, tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return tensor
+
+
+def claim(counter: str) -> int:
+    """The next number of a counter every rank shares (0, 1, 2, ...: each number goes to exactly one rank)."""
+    assert _store[0] is not None, "claim() needs init() under torchrun"
+    return _collective(_store[0].add, counter, 1) - 1
+
+
+def put(key: str, obj) -> None:
+    """Leave a picklable obj under key for one other rank to take."""
+    assert _store[0] is not None, "put() needs init() under torchrun"
+    _collective(_store[0].set, key, pickle.dumps(obj))
+
+
+def ready(key: str) -> bool:
+    """Whether a rank has put something under key (does not wait)."""
+    return bool(_collective(_store[0].check, [key]))
+
+
+def take(key: str):
+    """The obj put under key (waits for it, at most the collective timeout), removed from the store."""
+    obj = pickle.loads(_collective(_store[0].get, key))
+    _collective(_store[0].delete_key, key)
+    return obj
 
 
 @torch.no_grad()

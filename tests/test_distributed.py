@@ -1,5 +1,6 @@
-"""torchrun with 2 gloo processes on the CPU: data-parallel training and ReST-EM match one process, a
-distributed `nanoseal seal` run writes the same rows and table as a single-process one, and a rank that dies
+"""torchrun with 2 gloo processes on the CPU: data-parallel training and ReST-EM match one process, the work
+queue hands items to whichever rank is free, a distributed `nanoseal seal` run writes the same rows and table as
+a single-process one, and a rank that dies
 stops the job within a bounded time, after which re-running resumes without losing or duplicating work."""
 
 import json
@@ -124,6 +125,44 @@ def test_distributed_training_and_restem_match_single_process(tmp_path):
         for k in w1[part]:
             assert torch.equal(w2a[part][k], w2b[part][k]), f"ranks disagree on {part} {k}"
             torch.testing.assert_close(w2a[part][k], w1[part][k], rtol=1e-3, atol=3e-4, msg=f"{part} {k}")
+
+
+QUEUE_WORKER = '''
+import json, sys, time
+from nanoseal import dist
+from nanoseal.seal.run import spread
+
+dist.init()
+order = []  # rank 0: the items as handed on
+
+def work(item):  # item 0 is slow; the others are quick
+    time.sleep(2.0 if item == 0 else 0.05)
+    return [{"item": item, "rank": dist.rank()}]
+
+for desc in ("first", "second"):  # two queues in a row: each has its own counter
+    spread(list(range(8)), work, lambda item, rows: order.append((item, rows)), desc)
+if dist.rank() == 0:
+    with open(sys.argv[1], "w") as f:
+        json.dump(order, f)
+dist.teardown()
+'''
+
+
+def test_spread_is_a_shared_queue(tmp_path):
+    """Under 2 ranks a rank takes the next item as soon as it is free: while one works on the slow item the other
+    does all the rest; rank 0 hands every item on exactly once, in item order, with the rows of whoever did it."""
+    worker = tmp_path / "queue_worker.py"
+    worker.write_text(QUEUE_WORKER)
+    out = tmp_path / "order.json"
+    proc = launch([str(worker), str(out)], 2, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    order = json.loads(out.read_text())
+    for half in (order[:8], order[8:]):
+        assert [item for item, _ in half] == list(range(8)), "handed on in item order, each once"
+        assert all(rows == [{"item": item, "rank": rows[0]["rank"]}] for item, rows in half)
+        slow = half[0][1][0]["rank"]
+        others = {rows[0]["rank"] for _, rows in half[1:]}
+        assert others == {1 - slow}, f"the rank on the slow item took no other (ranks of the rest: {others})"
 
 
 @pytest.fixture(scope="module")

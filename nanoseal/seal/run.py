@@ -36,9 +36,10 @@ duplicated (each row has a key: phase, round, method, task, k), and a changed co
 
 Under torchrun (`torchrun --nproc_per_node=N -m nanoseal seal <same flags>`, nanoseal.dist) the work items (a
 training task's K self-edits, sampled together and trained as K adapters in one TTT call; an evaluation task x
-method) are spread over the ranks in waves of N items, item j of a wave on rank j. Each item is seeded by its
-task index alone, so the rows are the single-process rows whatever rank computes them. Rank 0 gathers each
-wave's rows and appends them (a crash loses at most the wave in flight), decides what is pending on resume,
+method) go through a shared queue: each rank takes the next item as soon as it has finished one (spread). Each
+item is seeded by its task index alone, so the rows are the single-process rows whatever rank computes them.
+Rank 0 collects the rows and appends them in item order (a crash loses the items in flight and those finished
+after the first of them), decides what is pending on resume,
 selects the ReST-EM pairs and alone writes the run directory; the other ranks never touch it. The ReST-EM
 update itself is data-parallel (nanoseal.seal.restem). A rank that dies stops the job (torchrun stops the
 others; a collective that gets no answer fails after $NANOSEAL_DIST_TIMEOUT seconds); re-run to resume.
@@ -130,6 +131,7 @@ LATER_CONFIG_DEFAULTS = {"reward": "binary", "top_k": 0, "oracle_grid": "seal", 
 SHIFT_PROMPTS = 16  # held-out self-edit prompts the per-round policy shift is measured on
 DIE_AFTER_ENV = "NANOSEAL_TEST_DIE_AFTER"  # tests only: see die_hook
 _items_done = [0]  # work items this process has finished (for die_hook)
+_spread_calls = [0]  # spread() calls so far in this process: each call's queue has its own name
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -261,23 +263,51 @@ def die_hook(rank: int, world: int) -> None:
 
 
 def spread(items: list, work, on_done, desc: str) -> None:
-    """work(item) -> rows for every item, spread over the ranks in waves (item j of a wave on rank j); rank 0
-    receives each wave's rows and hands them to on_done(item, rows) in item order, so a crash loses one wave at
-    most. On one process: each item in turn, as a plain loop."""
+    """work(item) -> rows for every item, over the ranks as a shared queue: each rank takes the next item as soon
+    as it finishes one (no rank waits for a slower one). Rank 0 hands the rows to on_done(item, rows) in item order
+    as they arrive, so a crash loses the items in flight and those finished after the first of them. On one
+    process: each item in turn, as a plain loop."""
     rank, world = dist.rank(), dist.world_size()
     bar = tqdm(total=len(items), desc=desc, leave=False, disable=rank != 0)
-    for start in range(0, len(items), world):
-        wave = items[start:start + world]
-        mine = None
-        if rank < len(wave):
+    if world == 1:
+        for item in items:
             die_hook(rank, world)
-            mine = work(wave[rank])
+            on_done(item, work(item))
             _items_done[0] += 1
-        gathered = dist.gather_object(mine)
+            bar.update(1)
+        bar.close()
+        return
+    _spread_calls[0] += 1  # every rank calls spread in the same order, so the names agree
+    name = f"spread{_spread_calls[0]}"
+    finished: dict[int, list[dict]] = {}  # rank 0: rows of items not yet handed on
+    handed = 0  # rank 0: items handed to on_done (in item order)
+
+    def hand_on(wait: bool) -> None:  # rank 0: the next items in order whose rows are here (wait: all of them)
+        nonlocal handed
+        while handed < len(items):
+            if handed not in finished:
+                key = f"{name}/rows/{handed}"
+                if not wait and not dist.ready(key):
+                    return
+                finished[handed] = dist.take(key)
+            on_done(items[handed], finished.pop(handed))
+            handed += 1
+            bar.update(1)
+
+    while True:
+        die_hook(rank, world)
+        j = dist.claim(f"{name}/next")
+        if j >= len(items):
+            break
+        new = work(items[j])
+        _items_done[0] += 1
         if rank == 0:
-            for item, new in zip(wave, gathered):
-                on_done(item, new)
-            bar.update(len(wave))
+            finished[j] = new
+            hand_on(wait=False)
+        else:
+            dist.put(f"{name}/rows/{j}", new)
+    if rank == 0:
+        hand_on(wait=True)
     bar.close()
 
 
@@ -541,7 +571,7 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         pending = [(i, method) for i, task in enumerate(eval_tasks) for method, (_, n) in methods.items()
                    if not rows.done(("eval", 0, method, task.id), n)]
-        if dist.world_size() > 1:  # the ranks work in waves: the costliest items first, so a wave's items are alike
+        if dist.world_size() > 1:  # the costliest items first, so the last ones the ranks take are short
             pending.sort(key=lambda item: -methods[item[1]][1])
         for i, task in enumerate(eval_tasks):
             remaining[i] = sum(1 for j, _ in pending if j == i)
