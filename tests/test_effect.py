@@ -45,7 +45,17 @@ def test_effect_markdown_reports_both_tables_and_verdicts():
     assert "| ICL (no adaptation) | 0.500 [" in md and "| 0.000 [0.000, 0.000] |" in md
     assert "| seal - ttt_selfedit_round0 | +0.500 [+0.500, +0.500] (above 0) |" in md
     assert "(spans 0)" not in md.split("seal - icl")[0]
+    assert "Detectable seal - ttt_selfedit_round0" in md and "all tasks ±0.000 (n=12)" in md  # no spread
     assert effect_markdown([{"seed": 0}]).startswith("No per-task scores")
+
+
+def test_effect_markdown_says_how_large_a_difference_the_tasks_can_show():
+    """A +0.25 mean from half the tasks +1 and half -0.5: the line gives (1.96 + 0.84) sd / sqrt(n) for all tasks
+    and for the curated subset (the tasks with ICL 0 and oracle 1)."""
+    runs = [results(0, [1, 0, 1, 0.5, 1, 0.5], [0, 0.5, 0, 1, 0, 1], [0, 0, 0, 1, 1, 1], [1] * 6)]
+    md = effect_markdown(runs)
+    line = next(x for x in md.splitlines() if x.startswith("Detectable seal - ttt_selfedit_round0"))
+    assert "all tasks ±0.940 (n=6)" in line and "curated ±1.401 (n=3)" in line, line
 
 
 def test_method_order_puts_every_round_between_round0_and_seal():

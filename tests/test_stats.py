@@ -3,9 +3,11 @@
 Run: pytest tests/test_stats.py
 """
 
+import math
+
 import numpy as np
 
-from nanoseal.stats import fmt_ci, mean_ci, paired_diff_ci
+from nanoseal.stats import detectable_difference, fmt_ci, mean_ci, paired_diff_ci
 
 
 def test_mean_ci_brackets_the_mean_and_narrows_with_more_tasks():
@@ -40,6 +42,16 @@ def test_paired_interval_removes_the_shared_task_difficulty():
     assert unpaired_a["lo"] < unpaired_b["hi"], "the two unpaired intervals overlap"
     shuffled = paired_diff_ci(rng.permutation(a), b)  # pairing destroyed: the interval spans 0
     assert shuffled["lo"] < 0 < shuffled["hi"]
+
+
+def test_detectable_difference_on_known_data():
+    """(1.960 + 0.842) x sd / sqrt(n): d = +1, -1, +1, -1 has sd sqrt(4/3), n = 4; sixteen such tasks sd sqrt(16/15)."""
+    a, b = [1, 0, 1, 0], [0, 1, 0, 1]
+    assert abs(detectable_difference(a, b) - 2.8016 * math.sqrt(4 / 3) / 2) < 1e-3
+    assert abs(detectable_difference(a * 4, b * 4) - 2.8016 * math.sqrt(16 / 15) / 4) < 1e-3
+    assert detectable_difference(a, b, power=0.5) < detectable_difference(a, b)  # less power, smaller
+    assert detectable_difference([1, 1], [0, 0]) == 0.0  # no spread: any difference shows
+    assert detectable_difference([1], [0]) is None
 
 
 def test_fmt_ci():

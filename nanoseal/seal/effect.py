@@ -19,7 +19,7 @@ from collections import defaultdict
 
 from nanoseal.seal.selfedit import parse_self_edit
 from nanoseal.seal.update_size import FIELDS, edit_fields
-from nanoseal.stats import fmt_ci, mean_ci, paired_diff_ci
+from nanoseal.stats import detectable_difference, fmt_ci, mean_ci, paired_diff_ci
 
 PAIRS = (("seal", "ttt_selfedit_round0"), ("seal", "icl"), ("ttt_selfedit_round0", "icl"), ("oracle", "seal"),
          ("seal_edits_round0_model", "ttt_selfedit_round0"), ("seal", "seal_edits_round0_model"))
@@ -194,7 +194,25 @@ def scoring_tables(per_method: dict, tasks: list[str], curated: list[str], name:
     md += ["", *(between or [])]
     md += _table([f"difference{name}", "all held-out tasks", "curated subset"],
                  [[k, _diff_text(v), _diff_text(cur_d[k]) if k in cur_d else "–"] for k, v in all_d.items()])
-    return md
+    return md + detectable_line(per_method, tasks, curated)
+
+
+def detectable_line(per_method: dict, tasks: list[str], curated: list[str], a: str = "seal",
+                    b: str = "ttt_selfedit_round0") -> list[str]:
+    """Markdown: how large a true a - b these tasks could show (80 % power), on all tasks and the curated subset."""
+    if a not in per_method or b not in per_method:
+        return []
+    parts = []
+    for what, keys in (("all tasks", tasks), ("curated", curated)):
+        if keys and all(t in per_method[a] and t in per_method[b] for t in keys):
+            d = detectable_difference([per_method[a][t] for t in keys], [per_method[b][t] for t in keys])
+            if d is not None:
+                parts.append(f"{what} ±{d:.3f} (n={len(keys)})")
+    if not parts:
+        return []
+    return ["", f"Detectable {a} - {b}: a true difference this large has an 80 % chance to give an interval that "
+            f"excludes 0 with these tasks and their spread — {', '.join(parts)}; a smaller one can be real and still "
+            "give an interval that spans 0 (more seeds narrow it as 1/sqrt(tasks))."]
 
 
 def success_by_setting(rows: list[dict]) -> dict[str, dict[str, tuple[int, int]]]:
