@@ -1,7 +1,8 @@
 """
 The SEAL effect in numbers: per-method success over held-out tasks with 95 % bootstrap intervals (tasks are
 the resampling unit), on all held-out tasks and on the curated subset (ICL fails, an oracle recipe solves: the
-paper's protocol), the paired differences that decide the claim (SEAL - un-trained self-edits, SEAL - ICL, ...),
+paper's protocol), the paired differences that decide the claim (SEAL - un-trained self-edits, SEAL - ICL, ...)
+and how large a SEAL - un-trained difference those tasks could show (80 % power, nanoseal.stats),
 the held-out success of every round's policy, and what each round's policy learned (success by setting on its
 training tasks, the settings it chose). Two tables say where the all-tasks difference comes from: SEAL - round 0
 split by task kind (ICL solves it / curated / neither), each kind's share of the all-tasks mean; and each recipe
