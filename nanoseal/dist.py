@@ -1,6 +1,6 @@
 """
 torch.distributed under torchrun: process group init/teardown from torchrun's environment, rank helpers, and
-the few collectives nanoseal uses (barrier, broadcast/gather of Python objects, gradient all-reduce), each
+the few collectives nanoseal uses (barrier, broadcast of Python objects, gradient all-reduce), each
 bounded by a timeout so that a dead or stuck rank stops the job instead of hanging it, and a shared work queue
 (claim/put/ready/take on the key-value store the ranks joined through: a rank takes the next item as soon as it is
 free, rather than in lockstep waves).
@@ -8,8 +8,8 @@ free, rather than in lockstep waves).
     torchrun --standalone --nproc_per_node=2 -m nanoseal seal ...   # cli.py calls init() and teardown()
     status = spawn_local(["demo", "--seed", "1"], procs=2, threads=1)   # the same on this machine, no torchrun
 
-Without torchrun (WORLD_SIZE unset or 1) nothing is initialised and every helper is a no-op on one process
-(gather_object returns [obj], broadcast_object returns obj), so single-process code paths stay as they were.
+Without torchrun (WORLD_SIZE unset or 1) nothing is initialised and every collective is a no-op on one process
+(broadcast_object returns obj), so single-process code paths stay as they were; the work queue needs init().
 Backend: gloo on CPU; with CUDA "cpu:gloo,cuda:nccl" (tensors on the GPU go through NCCL, pickled objects and
 barriers through gloo), each rank on cuda:LOCAL_RANK. Collectives time out after $NANOSEAL_DIST_TIMEOUT seconds
 (default 1800); a failed or timed-out collective raises RankLost, which the CLI prints as one line, and the
@@ -147,15 +147,6 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
-def gather_object(obj) -> list | None:
-    """Every rank's obj, in rank order, on rank 0 (None on the other ranks)."""
-    if not is_distributed():
-        return [obj]
-    out = [None] * world_size() if rank() == 0 else None
-    _collective(dist.gather_object, obj, out, dst=0)
-    return out
-
-
 def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     """Sum (or max) a tensor over ranks, in place; returns it."""
     if is_distributed():
@@ -164,27 +155,31 @@ def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     return tensor
 
 
+def _kv() -> dist.Store:
+    """The store the ranks joined through (the work queue's counter and rows live there)."""
+    assert _store[0] is not None, "the work queue needs init() under torchrun"
+    return _store[0]
+
+
 def claim(counter: str) -> int:
     """The next number of a counter every rank shares (0, 1, 2, ...: each number goes to exactly one rank)."""
-    assert _store[0] is not None, "claim() needs init() under torchrun"
-    return _collective(_store[0].add, counter, 1) - 1
+    return _collective(_kv().add, counter, 1) - 1
 
 
 def put(key: str, obj) -> None:
     """Leave a picklable obj under key for one other rank to take."""
-    assert _store[0] is not None, "put() needs init() under torchrun"
-    _collective(_store[0].set, key, pickle.dumps(obj))
+    _collective(_kv().set, key, pickle.dumps(obj))
 
 
 def ready(key: str) -> bool:
     """Whether a rank has put something under key (does not wait)."""
-    return bool(_collective(_store[0].check, [key]))
+    return bool(_collective(_kv().check, [key]))
 
 
 def take(key: str):
     """The obj put under key (waits for it, at most the collective timeout), removed from the store."""
-    obj = pickle.loads(_collective(_store[0].get, key))
-    _collective(_store[0].delete_key, key)
+    obj = pickle.loads(_collective(_kv().get, key))
+    _collective(_kv().delete_key, key)
     return obj
 
 

@@ -1,7 +1,7 @@
 """torchrun with 2 gloo processes on the CPU: data-parallel training and ReST-EM match one process, the work
 queue hands items to whichever rank is free, a distributed `nanoseal seal` run writes the same rows and table as
-a single-process one, and a rank that dies
-stops the job within a bounded time, after which re-running resumes without losing or duplicating work."""
+a single-process one, and a rank that dies stops the job within a bounded time, after which re-running resumes
+without losing or duplicating work."""
 
 import json
 import os
@@ -231,7 +231,7 @@ def test_dead_rank_stops_the_job_and_a_rerun_resumes(seal_setup):
 def test_helpers_are_no_ops_on_one_process(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert not dist.is_distributed() and dist.world_size() == 1
-    assert dist.gather_object({"a": 1}) == [{"a": 1}] and dist.broadcast_object(3) == 3
+    assert dist.broadcast_object(3) == 3
     t = torch.ones(2)
     assert dist.all_reduce(t) is t and torch.equal(t, torch.ones(2))
     dist.init()  # nothing to join
