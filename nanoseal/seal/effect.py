@@ -69,12 +69,14 @@ def method_cis(per_method: dict, tasks: list[str]) -> dict[str, dict]:
 
 
 def paired_cis(per_method: dict, tasks: list[str], pairs=PAIRS) -> dict[str, dict]:
-    """'a - b' -> mean paired difference over the tasks with its 95 % bootstrap interval."""
+    """'a - b' -> mean paired difference over the tasks with its 95 % bootstrap interval, and the difference
+    those tasks could show at 80 % power ("detectable")."""
     out = {}
     for a, b in pairs:
         if a in per_method and b in per_method and tasks and all(t in per_method[a] and t in per_method[b]
                                                                    for t in tasks):
-            out[f"{a} - {b}"] = paired_diff_ci([per_method[a][t] for t in tasks], [per_method[b][t] for t in tasks])
+            va, vb = [per_method[a][t] for t in tasks], [per_method[b][t] for t in tasks]
+            out[f"{a} - {b}"] = {**paired_diff_ci(va, vb), "detectable": detectable_difference(va, vb)}
     return out
 
 
@@ -195,23 +197,19 @@ def scoring_tables(per_method: dict, tasks: list[str], curated: list[str], name:
     md += ["", *(between or [])]
     md += _table([f"difference{name}", "all held-out tasks", "curated subset"],
                  [[k, _diff_text(v), _diff_text(cur_d[k]) if k in cur_d else "–"] for k, v in all_d.items()])
-    return md + detectable_line(per_method, tasks, curated)
+    return md + detectable_line(all_d, cur_d, len(tasks), len(curated))
 
 
-def detectable_line(per_method: dict, tasks: list[str], curated: list[str], a: str = "seal",
-                    b: str = "ttt_selfedit_round0") -> list[str]:
-    """Markdown: how large a true a - b these tasks could show (80 % power), on all tasks and the curated subset."""
-    if a not in per_method or b not in per_method:
-        return []
-    parts = []
-    for what, keys in (("all tasks", tasks), ("curated", curated)):
-        if keys and all(t in per_method[a] and t in per_method[b] for t in keys):
-            d = detectable_difference([per_method[a][t] for t in keys], [per_method[b][t] for t in keys])
-            if d is not None:
-                parts.append(f"{what} ±{d:.3f} (n={len(keys)})")
+def detectable_line(all_d: dict, cur_d: dict, n_all: int, n_curated: int,
+                    pair: str = "seal - ttt_selfedit_round0") -> list[str]:
+    """Markdown: how large a true SEAL - round 0 the tasks could show (80 % power), on all tasks and the curated
+    subset (paired_cis's "detectable")."""
+    parts = [f"{what} ±{d[pair]['detectable']:.3f} (n={n})" for what, d, n in
+             (("all tasks", all_d, n_all), ("curated", cur_d, n_curated))
+             if pair in d and d[pair]["detectable"] is not None]
     if not parts:
         return []
-    return ["", f"Detectable {a} - {b}: a true difference this large has an 80 % chance to give an interval that "
+    return ["", f"Detectable {pair}: a true difference this large has an 80 % chance to give an interval that "
             f"excludes 0 with these tasks and their spread — {', '.join(parts)}; a smaller one can be real and still "
             "give an interval that spans 0 (more seeds narrow it as 1/sqrt(tasks))."]
 
