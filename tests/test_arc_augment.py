@@ -114,6 +114,7 @@ def test_apply_to_task_drops_oversize_and_keeps_unlabelled():
     assert sorted(shuffled.train) == sorted(load_arc("arcagi1", "train")[0].train)
 
 
+@pytest.mark.slow
 def test_every_augmentation_on_every_arcagi1_task():
     tasks = load_arc("arcagi1", "train") + load_arc("arcagi1", "eval")
     transforms = A.all_transforms() + [A.random_colour_permutation(random.Random(0))]

@@ -175,6 +175,17 @@ def test_mfu_pretraining_rate_counts_the_preset_batch():
     assert r["flops"] > 6 * r["tokens"] and r["seconds"] > 0
 
 
+def test_mfu_attention_count_is_nanochats():
+    # the +attn column counts attention as the model's own estimate_flops (nanochat's formula) does at full length
+    from bench import mfu
+    from nanoseal.models.nanochat import GPT, GPTConfig
+    config = GPTConfig(sequence_len=256, vocab_size=64, n_layer=3, n_head=4, n_kv_head=4, n_embd=64)
+    model = GPT(config)
+    matmul_params = sum(p.numel() for p in model.transformer.h.parameters()) + model.lm_head.weight.numel()
+    assert mfu.attention_flops(config, 256) == model.estimate_flops() - 6 * matmul_params
+    assert mfu.attention_flops(config, 128) * 2 == mfu.attention_flops(config, 256)
+
+
 def test_mfu_ttt_rate_counts_what_lora_training_computes():
     from bench import mfu
 

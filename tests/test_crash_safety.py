@@ -179,6 +179,7 @@ def _progress(folder: str, since: float) -> bool:
     return any(os.path.getmtime(f) > since for f in glob.glob(os.path.join(folder, "optim_*_rank0.pt")))
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_checkpoints(tmp_path):
     """`nanoseal sft --preset micro` (tokenizer, pretraining, SFT) killed with SIGKILL several times at random
     moments after a step was saved, in both phases, then rerun to the end: bitwise the checkpoints of one

@@ -100,6 +100,7 @@ dist.teardown()
 '''
 
 
+@pytest.mark.slow
 def test_distributed_training_and_restem_match_single_process(tmp_path):
     """2 ranks x half the rows == 1 process x the global batch: per-step losses, final weights (pretraining with
     a resume in the middle, and the ReST-EM LoRA update); every rank ends with the same weights."""
@@ -203,6 +204,7 @@ def test_spawn_local_runs_the_ranks_without_torchrun(seal_setup, monkeypatch):
     assert dist.spawn_local(["seal", "--checkpoint", str(root / "missing"), *SEAL_FLAGS], 2, 1) == 2
 
 
+@pytest.mark.slow
 def test_dead_rank_stops_the_job_and_a_rerun_resumes(seal_setup):
     """Rank 1 exits mid-run (after 1 work item): the job ends non-zero within a bounded time, the finished rows
     stay, and the same command run again finishes with the single-process rows, none duplicated."""

@@ -163,6 +163,7 @@ def test_no_task_fits_is_one_clear_error(tmp_path, tokenizer, capsys):
     assert "none of the evaluation tasks" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_gives_the_same_rows(tmp_path, checkpoint):
     import signal
     import subprocess
