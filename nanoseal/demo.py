@@ -128,7 +128,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def shipped_policy(args: argparse.Namespace) -> bool:
     """Whether the demo runs on the shipped tiny policy (the tiny preset's own steps, no --from-scratch)."""
     custom = args.from_scratch or args.preset != "tiny" or args.policy_seed != 0 or args.pretrain_minutes is not None \
-        or args.sft_minutes is not None or args.selfedit_prior not in (None, "flat")
+        or args.sft_minutes is not None or args.selfedit_prior not in (None, "flat") or args.doc_attention
     return not custom
 
 
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     pre_s, pre_steps = budget(args.pretrain_minutes, None)
     sft_s, sft_steps = budget(args.sft_minutes, None)
     preset = get_preset(args.preset, pretrain_seconds=pre_s, pretrain_steps=pre_steps, sft_seconds=sft_s,
-                        sft_steps=sft_steps, selfedit_prior=args.selfedit_prior)
+                        sft_steps=sft_steps, selfedit_prior=args.selfedit_prior, doc_attention=args.doc_attention)
     base = get_base_dir()
     if args.run_dir is None:  # under torchrun every rank takes rank 0's timestamp
         args.run_dir = dist.broadcast_object(f"{base}/runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -33,6 +33,7 @@ def test_shipped_policy_is_the_tiny_preset_seed_0_and_writes_valid_self_edits():
     assert meta["preset"]["name"] == "tiny" and meta["seed"] == 0 and meta["step"] == 250
     assert meta["train_state"]["final"] is True
     assert meta["preset"].get("selfedit_prior", "flat") == get_preset("tiny").selfedit_prior  # what the preset trains
+    assert meta["preset"].get("doc_attention", False) == get_preset("tiny").doc_attention
     assert model.num_params() < 1_500_000
     task = make_task("flip_lr", 2_000_001, min_side=2, max_side=4)
     samples = sample_self_edits(Engine(model, tokenizer), tokenizer, task, 4, temperature=0.8, seed=0)
@@ -49,5 +50,5 @@ def test_demo_uses_the_shipped_policy_unless_asked_to_train():
     assert shipped_policy(parser.parse_args([]))
     assert shipped_policy(parser.parse_args(["--selfedit-prior", "flat"]))  # the shipped policy's own prior
     for flags in (["--from-scratch"], ["--preset", "micro"], ["--policy-seed", "1"], ["--pretrain-minutes", "1"],
-                  ["--selfedit-prior", "fields"]):
+                  ["--selfedit-prior", "fields"], ["--doc-attention"]):
         assert not shipped_policy(parser.parse_args(flags)), flags

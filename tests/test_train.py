@@ -10,10 +10,11 @@ from conftest import make_tiny_model
 
 def test_pack_rows_keeps_documents_whole_and_masks_targets():
     docs = iter([([1, 2, 3, 4], [0, 0, 1, 1]), ([5, 6, 7], [1, 1, 1]), ([8, 9, 10, 11, 12], [0, 1, 1, 1, 1])])
-    inputs, targets, placed = next(pack_rows(docs, batch_size=2, seq_len=5, pad_id=0))
+    inputs, targets, placed, lengths = next(pack_rows(docs, batch_size=2, seq_len=5, pad_id=0))
     assert inputs.tolist() == [[1, 2, 3, 5, 6], [8, 9, 10, 11, 0]]
     assert targets.tolist() == [[-1, 3, 4, 6, 7], [9, 10, 11, 12, -1]]
     assert placed == 3
+    assert lengths == [[3, 2], [4, 1]]  # each document's positions, then the padding
 
 
 def documents(seed=0):
@@ -22,6 +23,34 @@ def documents(seed=0):
         n = int(torch.randint(5, 30, (1,), generator=g))
         ids = torch.randint(0, 8, (n,), generator=g).tolist()  # a tiny repeated vocabulary: learnable
         yield ids, [1] * n
+
+
+def test_doc_attention_trains_each_document_as_if_alone(tmp_path, tokenizer):
+    # the first step's loss is the mean over every target of each document's loss computed on its own
+    cfg = TrainConfig(batch_size=3, seq_len=40, max_steps=1, log_every=100, doc_attention=True)
+    model = make_tiny_model(vocab_size=tokenizer.get_vocab_size())
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    _, targets, placed, _ = next(pack_rows(documents(), 3, 40, 0))
+    docs = [d for _, d in zip(range(placed), documents())]
+    row_loss = model(*next(pack_rows(documents(), 3, 40, 0))[:2]).item()  # the same rows, attention across them
+    with torch.no_grad():
+        total = sum(model(torch.tensor([ids[:-1]]), torch.tensor([ids[1:]]), loss_reduction="sum").item()
+                    for ids, _ in docs)
+    alone = total / int((targets >= 0).sum())
+    summary = train(model, documents(), cfg, str(tmp_path / "doc"), meta={})
+    assert abs(summary["loss_curve"][0] - alone) < 1e-4, (summary["loss_curve"][0], alone)
+    assert abs(row_loss - alone) > 1e-3, "across documents the loss differs: the test can tell the two apart"
+    # a resumed run ends where an uninterrupted one does
+    two = TrainConfig(**{**cfg.__dict__, "max_steps": 2})
+    model_a = make_tiny_model(vocab_size=tokenizer.get_vocab_size())
+    model_a.load_state_dict(start)
+    train(model_a, documents(), two, str(tmp_path / "a"), meta={})
+    model_b = make_tiny_model(vocab_size=tokenizer.get_vocab_size(), seed=123)
+    model_b.load_state_dict(start)
+    train(model_b, documents(), cfg, str(tmp_path / "b"), meta={})
+    train(model_b, documents(), two, str(tmp_path / "b"), meta={})
+    for (k, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
 
 
 def test_training_lowers_loss_and_resume_is_exact(tmp_path, tokenizer):

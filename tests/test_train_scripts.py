@@ -98,6 +98,29 @@ def test_sft_refuses_a_checkpoint_of_another_prior(micro_base, monkeypatch, caps
     assert finished(sft_dir)  # nothing was touched
 
 
+def test_a_checkpoint_of_the_other_attention_is_refused(micro_base, monkeypatch, capsys):
+    base_dir = os.path.join(micro_base, "base_checkpoints", "d2")
+    with pytest.raises(NanosealError, match="trained with attention across the whole row, not attention within"):
+        pretrain(get_preset("micro", doc_attention=True), micro_base, seed=0, device="cpu")
+    monkeypatch.setenv("NANOSEAL_BASE_DIR", micro_base)
+    for command in ("pretrain", "sft"):
+        assert main([command, "--preset", "micro", "--doc-attention"]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "(--doc-attention): use another base dir" in err[0], err
+    assert finished(base_dir) and finished(os.path.join(micro_base, "chatsft_checkpoints", "d2"))  # untouched
+
+
+def test_doc_attention_pretraining_and_sft_record_it(tmp_path):
+    preset = get_preset("micro", doc_attention=True)
+    sft_dir = sft(preset, str(tmp_path), seed=0, device="cpu")
+    base_dir = os.path.join(str(tmp_path), "base_checkpoints", "d2")
+    for folder in (base_dir, sft_dir):
+        meta = json.load(open(os.path.join(folder, f"meta_{max(preset.pretrain_steps, 0):06d}.json"))) \
+            if folder == base_dir else load_model(folder)[2]
+        assert meta["preset"]["doc_attention"] is True and meta["train_config"]["doc_attention"] is True
+    assert finished(base_dir, doc_attention=True) and finished(sft_dir, doc_attention=True)
+
+
 def test_sft_teaches_the_selfedit_format(tmp_path):
     """A micro policy fine-tuned on self-edit documents only writes valid self-edits at a measured rate."""
     preset = get_preset("micro", selfedit_frac=1.0, sft_steps=120)

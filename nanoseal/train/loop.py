@@ -9,8 +9,12 @@ resumable checkpoints in nanochat's layout.
 `documents` is an iterator of (ids, mask) pairs (mask 1 = train on the token predicted at that
 position, as returned by Tokenizer.render_conversation). Rows are filled greedily; a document that
 does not fit the rest of a row starts the next one (rows padded with targets -1), documents longer
-than a row are truncated. Every `save_every` steps and at the end a checkpoint (model + optimizer +
-data position) is written atomically; calling train() again with the same checkpoint_dir resumes.
+than a row are truncated. By default a position attends to every earlier one of its row, across documents (as
+nanochat trains); with `doc_attention` each document attends to itself alone, its positions counted from 0 (as it
+is seen at inference), and the attention over the row's other documents is not computed at all: a step's rows go
+through the model as one row of documents (GPT's doc_lens, one attention call per document).
+Every `save_every` steps and at the end a checkpoint (model + optimizer + data position) is written atomically;
+calling train() again with the same checkpoint_dir resumes.
 
 Crash safety (a SIGKILL at any moment, a full disk): a step counts as saved only once its model, meta and
 optimizer files are all on disk (each is written atomically, the optimizer last). A rerun resumes from the last
@@ -59,18 +63,22 @@ class TrainConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16 (autocast)
     save_every: int = 0  # 0 = only at the end
     log_every: int = 10
+    doc_attention: bool = False  # attend within each packed document only (its positions from 0), not the whole row
 
 
 def pack_rows(documents: Iterator[tuple[list[int], list[int]]], batch_size: int, seq_len: int,
-              pad_id: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
-    """Yield (inputs (B, T), targets (B, T), documents placed so far) batches of packed documents."""
+              pad_id: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, list[list[int]]]]:
+    """Yield (inputs (B, T), targets (B, T), documents placed so far, lengths) batches of packed documents;
+    lengths[r]: the positions each document takes in row r, then the row's padding if any (they sum to T)."""
     carry = None
     consumed = 0
     while True:
         inputs = torch.full((batch_size, seq_len), pad_id, dtype=torch.long)
         targets = torch.full((batch_size, seq_len), -1, dtype=torch.long)
+        lengths = []
         for r in range(batch_size):
             pos = 0
+            lengths.append([])
             while pos < seq_len:
                 if carry is None:
                     try:
@@ -90,9 +98,12 @@ def pack_rows(documents: Iterator[tuple[list[int], list[int]]], batch_size: int,
                 inputs[r, pos:pos + n - 1] = ids_t[:-1]
                 targets[r, pos:pos + n - 1] = tgt
                 pos += n - 1
+                lengths[r].append(n - 1)
                 carry = None
                 consumed += 1  # counted once placed, so a resume re-reads a document pulled but not placed
-        yield inputs, targets, consumed
+            if pos < seq_len:
+                lengths[r].append(seq_len - pos)  # the padding: a segment of its own, without targets
+        yield inputs, targets, consumed, lengths
 
 
 def step_files(checkpoint_dir: str, step: int) -> list[str]:
@@ -254,7 +265,7 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
     while step < total and (cfg.max_seconds <= 0 or elapsed < cfg.max_seconds):
         t0 = time.time()
         try:
-            inputs, targets, consumed = next(batches)
+            inputs, targets, consumed, lengths = next(batches)
         except StopIteration:
             print0("data exhausted")
             break
@@ -265,15 +276,20 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
         for opt in optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * lrm
+        # doc_attention: this rank's rows as one row of documents, each attending to itself alone
+        x, y = inputs[rank::world], targets[rank::world]  # (B / world, T)
+        kw = {}
+        if cfg.doc_attention:
+            x, y = x.reshape(1, -1), y.reshape(1, -1)  # (1, B / world * T)
+            kw["doc_lens"] = [[n for row in lengths[rank::world] for n in row]]
         if world == 1:
             with autocast_ctx(device, cfg.dtype):
-                loss = model(inputs, targets)
+                loss = model(x, y, **kw)
             loss.backward()
         else:  # this rank's rows; loss normalised by the global batch's tokens, gradients summed over ranks
             n_tokens = max(1, int((targets >= 0).sum()))
             with autocast_ctx(device, cfg.dtype):
-                loss_sum = model(inputs[rank::world].contiguous(), targets[rank::world].contiguous(),
-                                 loss_reduction="sum")
+                loss_sum = model(x.contiguous(), y.contiguous(), loss_reduction="sum", **kw)
             (loss_sum / n_tokens).backward()
             dist.all_reduce_grads(model.parameters())
             loss = dist.all_reduce(loss_sum.detach().float()) / n_tokens

@@ -43,6 +43,7 @@ class Preset:
     pretrain_rows: int = 0  # rows per pretraining step (0: batch_size); fewer rows = more optimizer steps per token
     restem: dict | None = None  # ReST-EM update size (RestemConfig fields; None: SEAL's 1B recipe), see update_size
     arch: str = "nanochat-2025-10-13"  # the model's architecture version (nanoseal.models.nanochat_versions.ARCHS)
+    doc_attention: bool = False  # pretraining and SFT attend within each packed document only (TrainConfig)
 
     def family_names(self) -> list[str]:
         """The procedural families this preset trains on (those that can draw its grid sides)."""

@@ -44,10 +44,12 @@ from nanoseal.train.presets import Preset, get_preset
 from nanoseal.train.tok_train import get_or_train_tokenizer
 
 
-def finished(checkpoint_dir: str, arch: str | None = None, selfedit_prior: str | None = None) -> bool:
-    """Whether a checkpoint folder holds a final (not mid-run) checkpoint; one of another arch, or (SFT) trained
-    with another self-edit prior, is an error (neither reused nor resumed). Only complete steps count (model, meta
-    and optimizer saved): a step cut off by a crash is not finished."""
+def finished(checkpoint_dir: str, arch: str | None = None, selfedit_prior: str | None = None,
+             doc_attention: bool | None = None) -> bool:
+    """Whether a checkpoint folder holds a final (not mid-run) checkpoint; one of another arch, trained with the
+    other attention (doc_attention), or (SFT) with another self-edit prior, is an error (neither reused nor
+    resumed). Only complete steps count (model, meta and optimizer saved): a step cut off by a crash is not
+    finished."""
     step = last_complete_step(checkpoint_dir)
     if step is None:
         return False
@@ -61,6 +63,11 @@ def finished(checkpoint_dir: str, arch: str | None = None, selfedit_prior: str |
     if selfedit_prior is not None and found != selfedit_prior:
         raise NanosealError(f"{checkpoint_dir} holds a policy trained with the {found!r} self-edit prior, not "
                             f"{selfedit_prior!r}: use another base dir ($NANOSEAL_BASE_DIR)")
+    found = bool(preset.get("doc_attention", False))
+    if doc_attention is not None and found != doc_attention:
+        said = {True: "attention within each document", False: "attention across the whole row"}
+        raise NanosealError(f"{checkpoint_dir} holds a model trained with {said[found]}, not {said[doc_attention]}"
+                            " (--doc-attention): use another base dir ($NANOSEAL_BASE_DIR)")
     return bool(meta.get("train_state", {}).get("final"))
 
 
@@ -81,7 +88,7 @@ def pretrain(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: s
     """Pretrain (or resume, or reuse) the preset's base model; returns its checkpoint folder."""
     device = device or autodetect_device()
     ckpt_dir = os.path.join(base_dir, "base_checkpoints", f"d{preset.n_layer}")
-    if finished(ckpt_dir, preset.arch):
+    if finished(ckpt_dir, preset.arch, doc_attention=preset.doc_attention):
         print0(f"pretrain: reusing the finished checkpoint in {ckpt_dir}")
         return ckpt_dir
     ensure_dir(base_dir, "base dir", writable=True)  # before any work: a file, read-only, ... is one line
@@ -101,7 +108,7 @@ def pretrain(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: s
     # prompts reach is trained
     cfg = TrainConfig(batch_size=preset.pretrain_rows or preset.batch_size, seq_len=preset.sequence_len,
                       max_steps=preset.pretrain_steps,
-                      max_seconds=preset.pretrain_seconds, dtype=dtype,
+                      max_seconds=preset.pretrain_seconds, dtype=dtype, doc_attention=preset.doc_attention,
                       save_every=save_interval(preset.pretrain_steps), log_every=50)
     meta = {"source": "pretrain", "preset": preset.to_dict(), "seed": seed,
             "data": f"procedural train families + {len(pool)} ARC-AGI-1 train tasks, sides <= {preset.max_side}"}
@@ -117,6 +124,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N | mps (default: autodetect)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--doc-attention", action="store_const", const=True, default=None,
+                        help="pretraining and SFT attend within each packed document only (its positions from 0), "
+                             "not across the row; ~1.3x the tokens/s of the tiny preset (dev/LOG.md); default: the "
+                             "preset's (off)")
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +151,8 @@ def budget(minutes: float | None, steps: int | None) -> tuple[float | None, int 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `nanoseal pretrain`."""
     seconds, steps = budget(args.minutes, args.steps)
-    preset = get_preset(args.preset, pretrain_seconds=seconds, pretrain_steps=steps, arch=getattr(args, "arch", None))
+    preset = get_preset(args.preset, pretrain_seconds=seconds, pretrain_steps=steps, arch=getattr(args, "arch", None),
+                        doc_attention=args.doc_attention)
     torch.set_float32_matmul_precision("high")
     pretrain(preset, get_base_dir(), args.seed, dist.local_device(autodetect_device(args.device)), args.dtype)
     return 0

@@ -42,7 +42,7 @@ def sft(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: str = 
     """Fine-tune the preset's base model into a self-edit-writing policy; returns its checkpoint folder."""
     device = device or autodetect_device()
     ckpt_dir = os.path.join(base_dir, "chatsft_checkpoints", f"d{preset.n_layer}")
-    if finished(ckpt_dir, selfedit_prior=preset.selfedit_prior):
+    if finished(ckpt_dir, selfedit_prior=preset.selfedit_prior, doc_attention=preset.doc_attention):
         print0(f"sft: reusing the finished checkpoint in {ckpt_dir}")
         return ckpt_dir
     base_ckpt = pretrain(preset, base_dir, seed, device, dtype)
@@ -57,7 +57,8 @@ def sft(preset: Preset, base_dir: str, seed: int = 0, device=None, dtype: str = 
     # nanochat's SFT: same optimizers, smaller learning rates, warm-down to zero
     cfg = TrainConfig(batch_size=preset.batch_size, seq_len=L, max_steps=preset.sft_steps,
                       max_seconds=preset.sft_seconds, matrix_lr=0.01, embedding_lr=0.1, unembedding_lr=0.002,
-                      warmdown_frac=0.5, dtype=dtype, save_every=save_interval(preset.sft_steps), log_every=25)
+                      warmdown_frac=0.5, dtype=dtype, save_every=save_interval(preset.sft_steps), log_every=25,
+                      doc_attention=preset.doc_attention)
     meta = {"source": "sft", "preset": preset.to_dict(), "seed": seed, "base": base_ckpt,
             "data": f"self-edit prior ({preset.selfedit_frac:.0%}) + grid answers, procedural train families"}
     s = train(model, docs, cfg, ckpt_dir, meta, pad_id=tokenizer.get_bos_token_id(), device=device)
@@ -106,6 +107,7 @@ def add_prior_arg(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of `nanoseal sft`."""
     seconds, steps = budget(args.minutes, args.steps)
-    preset = get_preset(args.preset, sft_seconds=seconds, sft_steps=steps, selfedit_prior=args.selfedit_prior)
+    preset = get_preset(args.preset, sft_seconds=seconds, sft_steps=steps, selfedit_prior=args.selfedit_prior,
+                        doc_attention=args.doc_attention)
     sft(preset, get_base_dir(), args.seed, dist.local_device(autodetect_device(args.device)), args.dtype)
     return 0
