@@ -13,10 +13,11 @@ so these are conservative):
                frozen linears) + 6 * r * (in + out) per adapted linear (forward, both adapter gradients), and
                4 * n_embd * vocab per position that has a target (lm_head forward + input gradient)
 Tiny preset: pretraining runs nanoseal.train.loop.train itself (Muon + AdamW, packed rows, 4 x 1,024 tokens as
-the tiny preset, optimizer included); TTT runs nanoseal.seal.ttt.train_adapters on the TTT data of prior
-self-edits of a demo task. d12 shape: pretraining is one forward + backward of one row (the optimizer, which real
-d12 training spreads over ~0.5M tokens a step, is left out), TTT one train_adapters step (batch 2) on the same
-demo task's TTT data; each after a short warm-up step.
+the tiny preset, optimizer included), as the preset trains and again with `--doc-attention` (each document
+attends to itself alone: an option, not how the shipped policy was trained); TTT runs
+nanoseal.seal.ttt.train_adapters on the TTT data of prior self-edits of a demo task. d12 shape: pretraining is one
+forward + backward of one row (the optimizer, which real d12 training spreads over ~0.5M tokens a step, is left
+out), TTT one train_adapters step (batch 2) on the same demo task's TTT data; each after a short warm-up step.
 
 bf16: only where the CPU has native bf16 (bench.common.bf16_native: avx512_bf16 or amx_bf16, and a bf16 matmul
 faster than an fp32 one here) are the tiny preset's rows also run under bf16 autocast, with the bf16 peak.
@@ -76,23 +77,23 @@ def random_documents(vocab: int, seed: int = 0):
         yield torch.randint(0, vocab, (n,), generator=g).tolist(), [1] * n
 
 
-def pretrain_rate(dtype: str, steps: int, vocab: int) -> dict:
-    """nanoseal.train.loop.train on the tiny preset's pretraining batch (4 x 1,024): trained tokens/s and FLOP/s."""
+def pretrain_rate(dtype: str, steps: int, vocab: int, doc_attention: bool = False) -> dict:
+    """nanoseal.train.loop.train on the tiny preset's pretraining batch (4 x 1,024): trained tokens/s and FLOP/s
+    (doc_attention: attention within each document, `--doc-attention`; the FLOPs counted the same way)."""
     preset = get_preset("tiny")
     rows, row_len = preset.pretrain_rows or preset.batch_size, preset.sequence_len
     model = random_gpt(tiny_config(vocab))
     model.train()
+    cfg = dict(batch_size=rows, seq_len=row_len, dtype=dtype, log_every=10**9, doc_attention=doc_attention)
     with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):
         # warm-up run (allocator, first steps) in its own folder, then the measured run from step 0
-        train(random_gpt(tiny_config(vocab)), random_documents(vocab, 1),
-              TrainConfig(batch_size=rows, seq_len=row_len, max_steps=2, dtype=dtype, log_every=10**9), f"{d}/w", {})
-        s = train(model, random_documents(vocab, 2),
-                  TrainConfig(batch_size=rows, seq_len=row_len, max_steps=steps, dtype=dtype, log_every=10**9),
-                  f"{d}/m", {})
+        train(random_gpt(tiny_config(vocab)), random_documents(vocab, 1), TrainConfig(max_steps=2, **cfg), f"{d}/w", {})
+        s = train(model, random_documents(vocab, 2), TrainConfig(max_steps=steps, **cfg), f"{d}/m", {})
     n = body_params(model) + model.lm_head.weight.numel()
     return {"tokens": s["tokens"], "seconds": s["seconds"], "flops": 6 * n * s["tokens"], "model": "tiny",
             "attn_flops": attention_flops(model.config, row_len) * s["tokens"],
-            "what": f"pretraining, {rows} x {row_len} tokens/step, {steps} steps"}
+            "what": f"pretraining, {rows} x {row_len} tokens/step, {steps} steps"
+                    + (", --doc-attention" if doc_attention else "")}
 
 
 def attention_flops(config: GPTConfig, row_len: int) -> int:
@@ -179,6 +180,7 @@ def run(steps: int = 12, peak_n: int = 2048, n_edits: int = 3, n_max: int = 16, 
     peaks = {name: matmul_rate(dt, peak_n, peak_n, peak_n) for name, dt in dtypes.items()}
     vocab = bench_tokenizer().get_vocab_size()
     rows = [{"dtype": dtype, **pretrain_rate(dtype, steps, vocab)} for dtype in dtypes]
+    rows.append({"dtype": "float32", **pretrain_rate("float32", steps, vocab, doc_attention=True)})
     rows += [{"dtype": dtype, **ttt_rate(dtype, n_edits, n_max)} for dtype in dtypes]
     rows += [{"dtype": "float32", **r} for r in d12_rates(d12_tokens)]
     for r in rows:
@@ -189,12 +191,14 @@ def run(steps: int = 12, peak_n: int = 2048, n_edits: int = 3, n_max: int = 16, 
     peaks = {name: max(peaks[name], matmul_rate(dt, peak_n, peak_n, peak_n)) for name, dt in dtypes.items()}
     shaped = {name: matmul_rate(dt, 4096, 128, 512, seconds=0.5) for name, dt in dtypes.items()}
     pre, ttt = (next(r for r in rows if r["model"] == "tiny" and r["what"].startswith(kind) and r["dtype"] == "float32")
-                for kind in ("pretraining", "TTT"))
+                for kind in ("pretraining", "TTT"))  # pretraining: the default (first) row
+    doc = next(r for r in rows if r["what"].endswith("--doc-attention"))
     result = {"peaks": peaks, "shaped": shaped, "rows": rows, "peak_n": peak_n, "bf16_native": native,
               "bf16_why": bf16_why, "mfu_fp32_pretrain": pre["flops_per_s"] / peaks["float32"],
               "mfu_fp32_ttt": ttt["flops_per_s"] / peaks["float32"],
               "mfu_fp32_pretrain_attn": pre["flops_per_s_attn"] / peaks["float32"],
-              "pretrain_tok_s": pre["tokens"] / pre["seconds"]}
+              "pretrain_tok_s": pre["tokens"] / pre["seconds"],
+              "doc_attention_speedup": (doc["tokens"] / doc["seconds"]) / (pre["tokens"] / pre["seconds"])}
     if verbose:
         print_table(result)
     return result
@@ -229,6 +233,9 @@ def print_table(result: dict) -> None:
     print(f"mfu_fp32_pretrain_attn = {result['mfu_fp32_pretrain_attn']:.3f} (tiny pretraining, fp32, attention "
           f"counted as nanochat counts it; not the goal's count, which leaves attention out)")
     print(f"pretrain_tok_s = {result['pretrain_tok_s']:,.0f} (tiny pretraining, fp32, trained tokens/s)")
+    print(f"--doc-attention: {result['doc_attention_speedup']:.2f}x the tokens/s of the default (attention within "
+          "each document; these random documents are 64-512 tokens, the preset's own ~150: dev/LOG.md; not the "
+          "shipped policy's training, so not the goal's row)")
     print("why below the peak: a 128-wide model's matmuls are small (see the shaped matmul above), and elementwise "
           "work (norms, rotary, softcap, softmax, optimizer) is not counted as FLOPs; the d12 rows show a wider model")
 

@@ -173,6 +173,8 @@ def test_mfu_pretraining_rate_counts_the_preset_batch():
     assert f"{rows} x {preset.sequence_len} tokens/step" in r["what"]
     assert 0 < r["tokens"] <= rows * preset.sequence_len  # one step: at most one batch of targets
     assert r["flops"] > 6 * r["tokens"] and r["seconds"] > 0
+    d = mfu.pretrain_rate("float32", steps=1, vocab=64, doc_attention=True)
+    assert d["what"].endswith("--doc-attention") and 0 < d["tokens"] <= rows * preset.sequence_len
 
 
 def test_mfu_attention_count_is_nanochats():
