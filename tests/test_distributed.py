@@ -81,6 +81,9 @@ model = make_tiny_model(seed=0).train()
 first = train(model, documents(0), cfg, ckpt, {"source": "test"})
 model = make_tiny_model(seed=1).train()  # different weights: the resume must load the checkpoint's
 second = train(model, documents(0), replace(cfg, max_steps=4), ckpt, {"source": "test"})
+# attention within each document (--doc-attention): each rank's rows as one row of documents
+doc_model = make_tiny_model(seed=3).train()
+doc = train(doc_model, documents(1), replace(cfg, doc_attention=True), os.path.join(out, "ckpt_doc"), {})
 
 # ReST-EM: 7 documents in batches of 3 (the last batch leaves rank 1 without a document)
 tok = Tokenizer.train_from_iterator(iter(CORPUS), vocab_size=320)
@@ -91,10 +94,12 @@ pairs = [(t.id, DEFAULT_SELF_EDIT.canonical() if i % 2 else random_self_edit_tex
 summary = restem_update(policy, tok, {t.id: t for t in tasks}, pairs,
                         RestemConfig(learning_rate=1e-3, epochs=2, batch_size=3, rank=4, alpha=4), seed=0,
                         forgetting_docs={"probe": []})
-torch.save({"train": model.state_dict(), "restem": policy.state_dict()}, os.path.join(out, f"weights_{rank}.pt"))
+torch.save({"train": model.state_dict(), "restem": policy.state_dict(), "doc": doc_model.state_dict()},
+           os.path.join(out, f"weights_{rank}.pt"))
 if rank == 0:
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump({"train": first["loss_curve"] + second["loss_curve"], "steps": second["step"],
+                   "doc": doc["loss_curve"],
                    "restem": summary["loss_curve"], "n_docs": summary["n_docs"]}, f)
 dist.teardown()
 '''
@@ -103,7 +108,8 @@ dist.teardown()
 @pytest.mark.slow
 def test_distributed_training_and_restem_match_single_process(tmp_path):
     """2 ranks x half the rows == 1 process x the global batch: per-step losses, final weights (pretraining with
-    a resume in the middle, and the ReST-EM LoRA update); every rank ends with the same weights."""
+    a resume in the middle, pretraining with attention within documents, and the ReST-EM LoRA update); every rank
+    ends with the same weights."""
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     runs = {}
@@ -121,8 +127,10 @@ def test_distributed_training_and_restem_match_single_process(tmp_path):
     assert multi["steps"] == single["steps"] == 4 and multi["n_docs"] == single["n_docs"] == 7
     assert len(single["train"]) == 4 and len(single["restem"]) == 2 * 3
     torch.testing.assert_close(torch.tensor(multi["train"]), torch.tensor(single["train"]), rtol=1e-4, atol=0)
+    assert len(single["doc"]) == 2 and single["doc"] != single["train"][:2]
+    torch.testing.assert_close(torch.tensor(multi["doc"]), torch.tensor(single["doc"]), rtol=1e-4, atol=0)
     torch.testing.assert_close(torch.tensor(multi["restem"]), torch.tensor(single["restem"]), rtol=1e-4, atol=1e-5)
-    for part in ("train", "restem"):
+    for part in ("train", "restem", "doc"):
         for k in w1[part]:
             assert torch.equal(w2a[part][k], w2b[part][k]), f"ranks disagree on {part} {k}"
             torch.testing.assert_close(w2a[part][k], w1[part][k], rtol=1e-3, atol=3e-4, msg=f"{part} {k}")
