@@ -30,10 +30,10 @@ def test_doc_attention_trains_each_document_as_if_alone(tmp_path, tokenizer):
     cfg = TrainConfig(batch_size=3, seq_len=40, max_steps=1, log_every=100, doc_attention=True)
     model = make_tiny_model(vocab_size=tokenizer.get_vocab_size())
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    _, targets, placed, _ = next(pack_rows(documents(), 3, 40, 0))
+    inputs, targets, placed, _ = next(pack_rows(documents(), 3, 40, 0))
     docs = [d for _, d in zip(range(placed), documents())]
-    row_loss = model(*next(pack_rows(documents(), 3, 40, 0))[:2]).item()  # the same rows, attention across them
     with torch.no_grad():
+        row_loss = model(inputs, targets).item()  # the same rows, attention across them
         total = sum(model(torch.tensor([ids[:-1]]), torch.tensor([ids[1:]]), loss_reduction="sum").item()
                     for ids, _ in docs)
     alone = total / int((targets >= 0).sum())

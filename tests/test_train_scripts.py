@@ -11,6 +11,7 @@ from nanoseal.cli import main
 from nanoseal.common import NanosealError
 from nanoseal.seal.selfedit import parse_self_edit, selfedit_conversation
 from nanoseal.train.data import mix, selfedit_documents, task_stream, tokenizer_corpus
+from nanoseal.train.loop import last_complete_step
 from nanoseal.train.presets import get_preset
 from nanoseal.train.pretrain import finished, pretrain
 from nanoseal.train.sft import sft, valid_selfedit_rate
@@ -115,8 +116,7 @@ def test_doc_attention_pretraining_and_sft_record_it(tmp_path):
     sft_dir = sft(preset, str(tmp_path), seed=0, device="cpu")
     base_dir = os.path.join(str(tmp_path), "base_checkpoints", "d2")
     for folder in (base_dir, sft_dir):
-        meta = json.load(open(os.path.join(folder, f"meta_{max(preset.pretrain_steps, 0):06d}.json"))) \
-            if folder == base_dir else load_model(folder)[2]
+        meta = json.load(open(os.path.join(folder, f"meta_{last_complete_step(folder):06d}.json")))
         assert meta["preset"]["doc_attention"] is True and meta["train_config"]["doc_attention"] is True
     assert finished(base_dir, doc_attention=True) and finished(sft_dir, doc_attention=True)
 
