@@ -113,3 +113,40 @@ def test_kv_cache_prefill_replicates_rows():
     for row in range(3):
         ref = model(torch.cat([prompt, nxt[row:row + 1]], dim=1))[:, -1]
         torch.testing.assert_close(out[row:row + 1], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_softcap_head_fused_equals_plain_ops():
+    # chunks that do not divide the rows, a weight with padding rows past the vocabulary
+    from nanoseal.models.head import SoftcapCE
+
+    torch.manual_seed(0)
+    x = torch.randn(37, 16, dtype=torch.float64, requires_grad=True)
+    W = (torch.randn(24, 16, dtype=torch.float64) * 2).requires_grad_()
+    t = torch.randint(0, 20, (37,))
+    ref = F.cross_entropy(15 * torch.tanh(x @ W[:20].t() / 15), t, reduction="sum")
+    gx, gW = torch.autograd.grad(ref, (x, W))
+    got = SoftcapCE.apply(x, W, t, 15.0, 20, 8)
+    hx, hW = torch.autograd.grad(got * 2, (x, W))  # an upstream gradient other than 1
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(hx, 2 * gx)
+    torch.testing.assert_close(hW, 2 * gW)
+    assert hW[20:].abs().max() == 0  # the padding rows get no gradient
+
+
+def test_packed_training_fused_head_matches_float64():
+    # fp32 training on packed documents on a CPU takes the fused head; float64 takes the plain ops
+    model, model64 = make_tiny_model(vocab_size=300), make_tiny_model(vocab_size=300).double()  # padded lm_head
+    idx = torch.randint(0, 300, (1, 40))
+    targets = idx.roll(-1, 1)
+    targets[0, :5] = -1
+    grads = {}
+    for name, m in (("fp32", model), ("fp64", model64)):
+        m.train()
+        for reduction in ("mean", "sum"):
+            m.zero_grad()
+            loss = m(idx, targets, loss_reduction=reduction, doc_lens=[[12, 20, 8]])
+            loss.backward()
+            grads[name, reduction] = [loss.detach()] + [p.grad.clone() for p in m.parameters()]
+    for reduction in ("mean", "sum"):
+        for g32, g64 in zip(grads["fp32", reduction], grads["fp64", reduction]):
+            torch.testing.assert_close(g32.double(), g64.double(), rtol=1e-4, atol=1e-5)

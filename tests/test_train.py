@@ -1,9 +1,10 @@
 """The training loop: packing, a few real steps that lower the loss, and exact resume."""
 
+import pytest
 import torch
 
 from nanoseal.checkpoint import load_model
-from nanoseal.train.loop import TrainConfig, pack_rows, train
+from nanoseal.train.loop import TrainConfig, pack_rows, rank_share, train
 
 from conftest import make_tiny_model
 
@@ -26,11 +27,14 @@ def documents(seed=0):
 
 
 def test_doc_attention_trains_each_document_as_if_alone(tmp_path, tokenizer):
-    # the first step's loss is the mean over every target of each document's loss computed on its own
+    # the first step's loss is the mean over every target of each document's loss computed on its own; a step is
+    # one row of 3 x 40 positions (padding only at its end), documents cut to 40 + 1 tokens as with rows of 40
     cfg = TrainConfig(batch_size=3, seq_len=40, max_steps=1, log_every=100, doc_attention=True)
     model = make_tiny_model(vocab_size=tokenizer.get_vocab_size())
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    inputs, targets, placed, _ = next(pack_rows(documents(), 3, 40, 0))
+    inputs, targets, placed, lengths = next(pack_rows(documents(), 1, 120, 0, longest=40))
+    _, row_targets, row_placed, _ = next(pack_rows(documents(), 3, 40, 0))
+    assert max(lengths[0]) <= 40 and placed >= row_placed and (targets >= 0).sum() > (row_targets >= 0).sum()
     docs = [d for _, d in zip(range(placed), documents())]
     with torch.no_grad():
         row_loss = model(inputs, targets).item()  # the same rows, attention across them
@@ -70,3 +74,17 @@ def test_training_lowers_loss_and_resume_is_exact(tmp_path, tokenizer):
     tokenizer.save(str(tmp_path / "tokenizer"))
     loaded, _, meta = load_model(ckpt)
     assert meta["step"] == 6 and meta["train_state"]["final"]
+
+
+def test_rank_share_gives_each_rank_whole_documents_covering_the_row():
+    lengths = [30, 5, 50, 12, 3, 20]  # 120 positions, the last 20 the padding segment
+    for world in (1, 2, 3, 4, 6):
+        shares = [rank_share(lengths, r, world) for r in range(world)]
+        assert shares[0][0] == 0 and shares[-1][1] == 120
+        for (_, b0, d0), (a1, _, d1) in zip(shares, shares[1:]):
+            assert b0 == a1 and d0[1] == d1[0]  # contiguous, no document split or repeated
+        for a, b, (i, j) in shares:
+            assert sum(lengths[i:j]) == b - a
+    with pytest.raises(AssertionError, match="fewer documents than ranks"):
+        rank_share([100, 20], 2, 3)
+    assert rank_share([30, 5, 50, 12, 3, 20], 1, 3)[:2] == (35, 85)  # the boundaries nearest 40 and 80

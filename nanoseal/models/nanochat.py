@@ -226,17 +226,20 @@ class CausalSelfAttention(nn.Module):
         gqa = self.n_head != self.n_kv_head
         if segments is not None and segments[1] is None:  # one row of packed documents: one call per document (no
             # work on the masked-out blocks); with queries, from each one's first target on, attending to its keys
+            # (split, not slices: one backward op for all documents instead of a zero-filled row per slice)
             spans = queries.spans if queries is not None else [(s, e, s) for s, e in segments[0][0]]
-            parts, qo = [], 0
-            for s, e, f in spans:
-                n = e - f
-                qs, ks, vs = q[:, :, qo:qo + n], k[:, :, s:e], v[:, :, s:e]
+            seg_of = {s: i for i, (s, _) in enumerate(segments[0][0])}
+            lens = [e - s for s, e in segments[0][0]]
+            qs_all = q.split([e - f for _, e, f in spans], 2)
+            ks_all, vs_all = k.split(lens, 2), v.split(lens, 2)
+            parts = []
+            for (s, e, f), qs in zip(spans, qs_all):
+                ks, vs = ks_all[seg_of[s]], vs_all[seg_of[s]]
                 w = self.window if self.window is not None and e - s - 1 > self.window else None
                 if f == s and w is None:
                     parts.append(sdpa(qs, ks, vs, is_causal=True, enable_gqa=gqa))
                 else:
-                    parts.append(sdpa(qs, ks, vs, attn_mask=causal_mask(n, e - s, w, q.device), enable_gqa=gqa))
-                qo += n
+                    parts.append(sdpa(qs, ks, vs, attn_mask=causal_mask(e - f, e - s, w, q.device), enable_gqa=gqa))
             y = torch.cat(parts, 2)
         elif segments is not None:  # several rows of packed documents: one call with a block-diagonal causal mask
             mask = segments[1] if window is None else segments[1] & causal_mask(T, T, window, q.device)
@@ -464,9 +467,12 @@ class GPT(nn.Module):
         x = norm(x)
         if targets is None:
             return self._logits(x[:, -1:] if last_only else x)  # (B, T, vocab)
+        # training on packed documents (`--doc-attention`, not TTT's per-token losses): the fused head, whose
+        # rounding differs; the whole-row default keeps the ops the shipped policy was trained with, bit for bit
+        head = (self.lm_head.weight, self.config.vocab_size, self.arch.softcap) if doc_lens is not None else None
         if queries is None:
-            return target_loss(x, targets, self._logits, loss_reduction)
-        loss = target_loss(x, targets[:, queries.pos], self._logits, loss_reduction)
+            return target_loss(x, targets, self._logits, loss_reduction, head)
+        loss = target_loss(x, targets[:, queries.pos], self._logits, loss_reduction, head)
         if loss_reduction == "none":  # back to one value per position (0 where nothing was computed)
             loss = torch.zeros(B * T, dtype=loss.dtype, device=loss.device).index_copy(0, queries.pos, loss)
         return loss

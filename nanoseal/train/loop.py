@@ -11,8 +11,9 @@ position, as returned by Tokenizer.render_conversation). Rows are filled greedil
 does not fit the rest of a row starts the next one (rows padded with targets -1), documents longer
 than a row are truncated. By default a position attends to every earlier one of its row, across documents (as
 nanochat trains); with `doc_attention` each document attends to itself alone, its positions counted from 0 (as it
-is seen at inference), and the attention over the row's other documents is not computed at all: a step's rows go
-through the model as one row of documents (GPT's doc_lens, one attention call per document).
+is seen at inference), and the attention over the other documents is not computed at all: with no row boundaries
+to respect, a step packs batch_size x seq_len positions as one row of whole documents (padding only at its end;
+each document at most seq_len + 1 tokens) through GPT's doc_lens (one attention call per document).
 Every `save_every` steps and at the end a checkpoint (model + optimizer + data position) is written atomically;
 calling train() again with the same checkpoint_dir resumes.
 
@@ -25,7 +26,8 @@ cannot be mistaken for a checkpoint; a save that fails (no space) removes its pa
 line, keeping the last complete checkpoint.
 
 Under torchrun (nanoseal.dist) the batch stays the global one: every rank reads the same deterministic document
-stream and packs the same (batch_size, seq_len) batch, then takes rows rank::world of it; each rank's summed
+stream and packs the same (batch_size, seq_len) batch, then takes rows rank::world of it (with doc_attention:
+the whole documents that start in its equal slice of the one row); each rank's summed
 token loss is divided by the global batch's token count and the gradients are summed over ranks, so every rank
 steps with the gradient of the whole batch, the same as one process (within float rounding). Every rank keeps
 the full optimizer state (identical everywhere); rank 0 alone prints and writes checkpoints, and the step
@@ -67,9 +69,12 @@ class TrainConfig:
 
 
 def pack_rows(documents: Iterator[tuple[list[int], list[int]]], batch_size: int, seq_len: int,
-              pad_id: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, list[list[int]]]]:
-    """Yield (inputs (B, T), targets (B, T), documents placed so far, lengths) batches of packed documents;
-    lengths[r]: the positions each document takes in row r, then the row's padding if any (they sum to T)."""
+              pad_id: int, longest: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, int,
+                                                                          list[list[int]]]]:
+    """Yield (inputs (B, T), targets (B, T), documents placed so far, lengths) batches of packed documents, each
+    cut to `longest` + 1 tokens (default: seq_len + 1); lengths[r]: the positions each document takes in row r,
+    then the row's padding if any (they sum to T)."""
+    longest = seq_len if longest is None else longest
     carry = None
     consumed = 0
     while True:
@@ -88,7 +93,7 @@ def pack_rows(documents: Iterator[tuple[list[int], list[int]]], batch_size: int,
                             return
                         break
                 ids, mask = carry
-                n = min(len(ids), seq_len + 1)
+                n = min(len(ids), longest + 1)
                 if pos > 0 and pos + n - 1 > seq_len:  # does not fit the rest of this row
                     break
                 ids_t = torch.tensor(ids[:n])
@@ -104,6 +109,21 @@ def pack_rows(documents: Iterator[tuple[list[int], list[int]]], batch_size: int,
             if pos < seq_len:
                 lengths[r].append(seq_len - pos)  # the padding: a segment of its own, without targets
         yield inputs, targets, consumed, lengths
+
+
+def rank_share(lengths: list[int], rank: int, world: int) -> tuple[int, int, tuple[int, int]]:
+    """Whole documents of one packed row for one rank: (first position, end position, (first doc, end doc)); the
+    row is cut at the document boundaries nearest to its equal slices, each rank at least one document."""
+    n = len(lengths)
+    assert n >= world, f"a step of {n} documents cannot give each of {world} ranks one: fewer documents than ranks"
+    starts = [sum(lengths[:i]) for i in range(n + 1)]  # starts[n]: the row's end
+    cuts = [0]
+    for r in range(1, world):  # the boundary nearest to r/world of the row, after the last cut, leaving enough
+        best = min(range(1, n), key=lambda i: abs(starts[i] - r * starts[n] / world))
+        cuts.append(min(max(best, cuts[-1] + 1), n - (world - r)))
+    cuts.append(n)
+    i, j = cuts[rank], cuts[rank + 1]
+    return starts[i], starts[j], (i, j)
 
 
 def step_files(checkpoint_dir: str, step: int) -> list[str]:
@@ -258,7 +278,10 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
     total = cfg.max_steps
     model.train()
     docs_start = docs_done
-    batches = pack_rows(documents, cfg.batch_size, cfg.seq_len, pad_id)
+    if cfg.doc_attention:  # no row boundaries to fill: one row of the step's tokens (padding only at its end)
+        batches = pack_rows(documents, 1, cfg.batch_size * cfg.seq_len, pad_id, longest=cfg.seq_len)
+    else:
+        batches = pack_rows(documents, cfg.batch_size, cfg.seq_len, pad_id)
     loss_ema, t_last, tok_last = None, time.time(), 0
     last_loss = float("nan")
     loss_curve = []
@@ -276,12 +299,14 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
         for opt in optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * lrm
-        # doc_attention: this rank's rows as one row of documents, each attending to itself alone
-        x, y = inputs[rank::world], targets[rank::world]  # (B / world, T)
         kw = {}
-        if cfg.doc_attention:
-            x, y = x.reshape(1, -1), y.reshape(1, -1)  # (1, B / world * T)
-            kw["doc_lens"] = [[n for row in lengths[rank::world] for n in row]]
+        if cfg.doc_attention:  # one row of documents, each attending to itself alone; each rank takes its share
+            lens = lengths[0]
+            a, b, docs = rank_share(lens, rank, world)
+            x, y = inputs[:, a:b], targets[:, a:b]  # (1, this rank's positions)
+            kw["doc_lens"] = [lens[docs[0]:docs[1]]]
+        else:
+            x, y = inputs[rank::world], targets[rank::world]  # (B / world, T)
         if world == 1:
             with autocast_ctx(device, cfg.dtype):
                 loss = model(x, y, **kw)
