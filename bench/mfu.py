@@ -14,7 +14,8 @@ so these are conservative):
                4 * n_embd * vocab per position that has a target (lm_head forward + input gradient)
 Tiny preset: pretraining runs nanoseal.train.loop.train itself (Muon + AdamW, packed rows, 4 x 1,024 tokens as
 the tiny preset, optimizer included), as the preset trains and again with `--doc-attention` (each document
-attends to itself alone: an option, not how the shipped policy was trained); TTT runs
+attends to itself alone, a step one row of 4,096 positions of whole documents: an option, not how the shipped
+policy was trained); TTT runs
 nanoseal.seal.ttt.train_adapters on the TTT data of prior self-edits of a demo task. d12 shape: pretraining is one
 forward + backward of one row (the optimizer, which real d12 training spreads over ~0.5M tokens a step, is left
 out), TTT one train_adapters step (batch 2) on the same demo task's TTT data; each after a short warm-up step.
@@ -93,8 +94,8 @@ def pretrain_rate(dtype: str, steps: int, vocab: int, doc_attention: bool = Fals
     return {"tokens": s["tokens"], "seconds": s["seconds"], "flops": 6 * n * s["tokens"], "model": "tiny",
             # nanochat's attention count assumes attention over the whole row: not the doc_attention row's
             **({} if doc_attention else {"attn_flops": attention_flops(model.config, row_len) * s["tokens"]}),
-            "what": f"pretraining, {rows} x {row_len} tokens/step, {steps} steps"
-                    + (", --doc-attention" if doc_attention else "")}
+            "what": (f"pretraining, 1 x {rows * row_len} tokens/step, {steps} steps, --doc-attention" if doc_attention
+                     else f"pretraining, {rows} x {row_len} tokens/step, {steps} steps")}
 
 
 def attention_flops(config: GPTConfig, row_len: int) -> int:
