@@ -81,7 +81,7 @@ model = make_tiny_model(seed=0).train()
 first = train(model, documents(0), cfg, ckpt, {"source": "test"})
 model = make_tiny_model(seed=1).train()  # different weights: the resume must load the checkpoint's
 second = train(model, documents(0), replace(cfg, max_steps=4), ckpt, {"source": "test"})
-# attention within each document (--doc-attention): each rank's rows as one row of documents
+# attention within each document (--doc-attention): a step is one row of documents, each rank its share of them
 doc_model = make_tiny_model(seed=3).train()
 doc = train(doc_model, documents(1), replace(cfg, doc_attention=True), os.path.join(out, "ckpt_doc"), {})
 

@@ -126,8 +126,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--doc-attention", action="store_const", const=True, default=None,
                         help="pretraining and SFT attend within each packed document only (its positions from 0), "
-                             "not across the row: ~1.4x the tokens/s of the tiny preset and a lower loss per token "
-                             "(dev/LOG.md); default: the preset's (off; the shipped policy was trained without it)")
+                             "a step one row of whole documents: ~1.5x the tokens/s of the tiny preset and a lower "
+                             "loss per token (dev/LOG.md); default: the preset's (off; the shipped policy was trained "
+                             "without it)")
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
