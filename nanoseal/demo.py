@@ -128,7 +128,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def shipped_policy(args: argparse.Namespace) -> bool:
     """Whether the demo runs on the shipped tiny policy (the tiny preset's own steps, no --from-scratch)."""
     custom = args.from_scratch or args.preset != "tiny" or args.policy_seed != 0 or args.pretrain_minutes is not None \
-        or args.sft_minutes is not None or args.selfedit_prior not in (None, "flat") or args.doc_attention
+        or args.sft_minutes is not None or args.selfedit_prior not in (None, "flat") \
+        or args.doc_attention not in (None, get_preset("tiny").doc_attention)
     return not custom
 
 

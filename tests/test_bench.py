@@ -168,13 +168,15 @@ def test_mfu_pretraining_rate_counts_the_preset_batch():
     from nanoseal.train.presets import get_preset
 
     preset = get_preset("tiny")
-    r = mfu.pretrain_rate("float32", steps=1, vocab=64)
     rows = preset.pretrain_rows or preset.batch_size
-    assert f"{rows} x {preset.sequence_len} tokens/step" in r["what"]
-    assert 0 < r["tokens"] <= rows * preset.sequence_len  # one step: at most one batch of targets
-    assert r["flops"] > 6 * r["tokens"] and r["seconds"] > 0
-    d = mfu.pretrain_rate("float32", steps=1, vocab=64, doc_attention=True)
-    assert d["what"].endswith("--doc-attention") and 0 < d["tokens"] <= rows * preset.sequence_len
+    w = mfu.pretrain_rate("float32", steps=1, vocab=64, doc_attention=False)
+    assert f"{rows} x {preset.sequence_len} tokens/step" in w["what"] and w["what"].endswith("--no-doc-attention")
+    assert 0 < w["tokens"] <= rows * preset.sequence_len  # one step: at most one batch of targets
+    assert w["flops"] > 6 * w["tokens"] and w["seconds"] > 0 and "attn_flops" in w
+    d = mfu.pretrain_rate("float32", steps=1, vocab=64)  # the preset's: one row of documents
+    assert d["doc_attention"] == preset.doc_attention
+    assert f"1 x {rows * preset.sequence_len} tokens/step" in d["what"] and "attn_flops" not in d
+    assert w["tokens"] < d["tokens"] <= rows * preset.sequence_len  # less padding in one row than in four
 
 
 def test_mfu_attention_count_is_nanochats():

@@ -49,6 +49,7 @@ def test_demo_uses_the_shipped_policy_unless_asked_to_train():
     add_args(parser)
     assert shipped_policy(parser.parse_args([]))
     assert shipped_policy(parser.parse_args(["--selfedit-prior", "flat"]))  # the shipped policy's own prior
+    assert shipped_policy(parser.parse_args(["--doc-attention"]))  # and its own attention
     for flags in (["--from-scratch"], ["--preset", "micro"], ["--policy-seed", "1"], ["--pretrain-minutes", "1"],
-                  ["--selfedit-prior", "fields"], ["--doc-attention"]):
+                  ["--selfedit-prior", "fields"], ["--no-doc-attention"]):
         assert not shipped_policy(parser.parse_args(flags)), flags

@@ -67,9 +67,10 @@ TINY_FAMILIES = ("flip_lr", "transpose", "colour_swap", "recolour", "fill_backgr
 # steps (50 kept pairs, 8 epochs); the curated tasks keep 10-20 pairs a round, so at least 80 steps (min_steps)
 TINY_RESTEM = {"rank": 16, "alpha": 16.0, "learning_rate": 1e-3, "epochs": 8, "batch_size": 5, "min_steps": 80}
 
-# dev/LOG.md (2026-12-02, third entry): on the development seeds 0-2 the shipped tiny policy's oracle grid solved
-# 1/3-1 of these held-out families' instances and 0-1/6 of the other four (flip_ud, mirror_down, rotate_180,
-# scale_up3: also 0-17 % over eighteen later seeds), so the demo spends its tasks where adaptation can matter
+# dev/LOG.md (2026-12-02, third entry): on the development seeds 0-2 the then shipped (whole-row) tiny policy's
+# oracle grid solved 1/3-1 of these held-out families' instances and 0-1/6 of the other four (flip_ud, mirror_down,
+# rotate_180, scale_up3: also 0-17 % over eighteen later seeds), so the demo spends its tasks where adaptation can
+# matter
 TINY_REACHABLE = ("gravity_left", "and_halves", "keep_colour", "move_to_corner", "count_colours", "bbox_outline")
 
 PRESETS = {p.name: p for p in [
