@@ -467,8 +467,8 @@ class GPT(nn.Module):
         x = norm(x)
         if targets is None:
             return self._logits(x[:, -1:] if last_only else x)  # (B, T, vocab)
-        # training on packed documents (`--doc-attention`, not TTT's per-token losses): the fused head, whose
-        # rounding differs; the whole-row default keeps the ops the shipped policy was trained with, bit for bit
+        # training on packed documents (`--doc-attention`, the tiny preset's; not TTT's per-token losses): the fused
+        # head, whose rounding differs; whole-row training (`--no-doc-attention`) keeps the plain ops, bit for bit
         head = (self.lm_head.weight, self.config.vocab_size, self.arch.softcap) if doc_lens is not None else None
         if queries is None:
             return target_loss(x, targets, self._logits, loss_reduction, head)
