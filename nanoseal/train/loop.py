@@ -27,7 +27,7 @@ line, keeping the last complete checkpoint.
 
 Under torchrun (nanoseal.dist) the batch stays the global one: every rank reads the same deterministic document
 stream and packs the same (batch_size, seq_len) batch, then takes rows rank::world of it (with doc_attention:
-the whole documents that start in its equal slice of the one row); each rank's summed
+the whole documents between the boundaries nearest to its equal slice of the one row); each rank's summed
 token loss is divided by the global batch's token count and the gradients are summed over ranks, so every rank
 steps with the gradient of the whole batch, the same as one process (within float rounding). Every rank keeps
 the full optimizer state (identical everywhere); rank 0 alone prints and writes checkpoints, and the step
@@ -35,6 +35,7 @@ timer is the slowest rank's, so time budgets and schedules agree. batch_size mus
 """
 
 import glob
+import itertools
 import math
 import os
 import re
@@ -116,7 +117,7 @@ def rank_share(lengths: list[int], rank: int, world: int) -> tuple[int, int, tup
     row is cut at the document boundaries nearest to its equal slices, each rank at least one document."""
     n = len(lengths)
     assert n >= world, f"a step of {n} documents cannot give each of {world} ranks one: fewer documents than ranks"
-    starts = [sum(lengths[:i]) for i in range(n + 1)]  # starts[n]: the row's end
+    starts = [0, *itertools.accumulate(lengths)]  # starts[n]: the row's end
     cuts = [0]
     for r in range(1, world):  # the boundary nearest to r/world of the row, after the last cut, leaving enough
         best = min(range(1, n), key=lambda i: abs(starts[i] - r * starts[n] / world))
