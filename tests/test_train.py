@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from nanoseal.checkpoint import load_model
+from nanoseal.common import NanosealError
 from nanoseal.train.loop import TrainConfig, pack_rows, rank_share, train
 
 from conftest import make_tiny_model
@@ -85,6 +86,6 @@ def test_rank_share_gives_each_rank_whole_documents_covering_the_row():
             assert b0 == a1 and d0[1] == d1[0]  # contiguous, no document split or repeated
         for a, b, (i, j) in shares:
             assert sum(lengths[i:j]) == b - a
-    with pytest.raises(AssertionError, match="fewer documents than ranks"):
+    with pytest.raises(NanosealError, match="fewer documents than ranks"):
         rank_share([100, 20], 2, 3)
     assert rank_share([30, 5, 50, 12, 3, 20], 1, 3)[:2] == (35, 85)  # the boundaries nearest 40 and 80

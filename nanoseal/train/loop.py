@@ -116,7 +116,9 @@ def rank_share(lengths: list[int], rank: int, world: int) -> tuple[int, int, tup
     """Whole documents of one packed row for one rank: (first position, end position, (first doc, end doc)); the
     row is cut at the document boundaries nearest to its equal slices, each rank at least one document."""
     n = len(lengths)
-    assert n >= world, f"a step of {n} documents cannot give each of {world} ranks one: fewer documents than ranks"
+    if n < world:
+        raise NanosealError(f"a step of {n} documents cannot give each of {world} ranks one (attention within "
+                            "documents): fewer documents than ranks; use fewer processes")
     starts = [0, *itertools.accumulate(lengths)]  # starts[n]: the row's end
     cuts = [0]
     for r in range(1, world):  # the boundary nearest to r/world of the row, after the last cut, leaving enough
@@ -303,7 +305,12 @@ def train(model, documents: Iterator, cfg: TrainConfig, checkpoint_dir: str, met
         kw = {}
         if cfg.doc_attention:  # one row of documents, each attending to itself alone; each rank takes its share
             lens = lengths[0]
-            a, b, docs = rank_share(lens, rank, world)
+            try:
+                a, b, docs = rank_share(lens, rank, world)
+            except NanosealError:
+                if rank:  # every rank sees the same row: rank 0 says why, the others stop quietly
+                    raise SystemExit(2) from None
+                raise
             x, y = inputs[:, a:b], targets[:, a:b]  # (1, this rank's positions)
             kw["doc_lens"] = [lens[docs[0]:docs[1]]]
         else:
