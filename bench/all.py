@@ -4,7 +4,8 @@ Every benchmark in one run on one machine, ending with one line of ratios:
     RATIOS ttt_vs_peft=<x> decode_vs_hf=<x> mfu_fp32_pretrain=<x> mfu_fp32_ttt=<x> kbatch_vs_seq=<x> pretrain_tok_s=<x>
 
   1. bench.ttt_vs_peft  TTT + eval per self-edit: SEAL's reference stack (PEFT + Trainer) vs nanoseal, with each
-                        factor (padding, stack, grid text, bf16 where native) separately
+                        factor (padding, stack, grid text, bf16 where native) separately; full mode: the median of
+                        3 rounds
   2. bench.mfu          fp32 matmul peak; pretraining and TTT FLOP/s as a fraction of it (tiny preset, d12 shape)
   3. bench.kbatch       K=15 adapters of one task at once vs one after another (CPU; on a GPU too when present)
   4. bench.decode       greedy KV-cache decoding vs the general forward, no cache (full mode) and transformers'
@@ -31,7 +32,7 @@ from bench import decode, demo_phases, kbatch, mfu, ttt_vs_peft
 from bench.common import bf16_native, isa_line, load_note, machine_line, ratio_text
 
 SIZES = {  # quick / full
-    "ttt": ({"n_tasks": 1, "n_edits": 2}, {"n_tasks": 2, "n_edits": 3}),
+    "ttt": ({"n_tasks": 1, "n_edits": 2, "rounds": 1}, {"n_tasks": 2, "n_edits": 3, "rounds": 3}),
     "mfu": ({"steps": 4, "peak_n": 2048, "n_edits": 2, "n_max": 8, "d12_tokens": 512},
             {"steps": 12, "peak_n": 4096, "n_edits": 3, "d12_tokens": 1024}),
     "kbatch": ({"k": 15, "n_max": 4}, {"k": 15, "n_max": 16}),

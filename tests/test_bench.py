@@ -246,3 +246,20 @@ def test_decode_paths_agree_and_ratios_line():
                                              "pretrain_tok_s": 5600.4}, 0.8)
     assert line == ("RATIOS ttt_vs_peft=3.10 decode_vs_hf=nan mfu_fp32_pretrain=0.200 mfu_fp32_ttt=0.150 "
                     "kbatch_vs_seq=0.80 pretrain_tok_s=5600")
+
+
+def test_ttt_ladder_takes_medians_over_rounds_and_pairs_ratios_within_a_round():
+    from bench.ttt_vs_peft import ladder
+
+    def edit(total, real=10, padded=None):
+        return {"train": total - 1.0, "eval": 1.0, "real": real, "padded": padded}
+
+    # rounds x variants: the reference (variant 0) and ours (variant 1); one slow round for ours
+    per_round = [{0: [edit(6.0), edit(8.0)], 1: [edit(2.0, padded=10), edit(2.0, padded=10)]},
+                 {0: [edit(9.0), edit(9.0)], 1: [edit(3.0, padded=10), edit(3.0, padded=10)]},
+                 {0: [edit(7.0), edit(7.0)], 1: [edit(7.0, padded=10), edit(7.0, padded=10)]}]
+    rows, ratios = ladder(["ref", "ours"], per_round, ours=1)
+    assert ratios == [3.5, 3.0, 1.0]  # each round's own ref / ours
+    assert rows[0]["total"] == 7.0 and rows[1]["total"] == 3.0  # medians of the rounds' per-edit means
+    assert rows[1]["vs_ref"] == 3.0 and rows[1]["step"] == 3.0 and rows[0]["step"] is None
+    assert rows[0]["padded"] is None and rows[1]["padded"] == 10 and rows[1]["eval"] == 1.0
