@@ -283,15 +283,15 @@ def ladder(names: list[str], per_round: list[dict[int, list[dict]]], ours: int) 
         return None if meas[0][key] is None else sum(m[key] for m in meas) / len(meas)
 
     totals = [[mean(pe[v], "train") + mean(pe[v], "eval") for pe in per_round] for v in range(len(names))]
+    vs_ref = [[a / b for a, b in zip(totals[0], t)] for t in totals]  # per variant, per round
     rows = []
     for v, name in enumerate(names):
         cols = {k: [mean(pe[v], k) for pe in per_round] for k in ("train", "eval", "real", "padded")}
         row = {"name": name, **{k: None if c[0] is None else statistics.median(c) for k, c in cols.items()},
-               "total": statistics.median(totals[v]),
-               "vs_ref": statistics.median(a / b for a, b in zip(totals[0], totals[v])),
+               "total": statistics.median(totals[v]), "vs_ref": statistics.median(vs_ref[v]),
                "step": None if v == 0 else statistics.median(a / b for a, b in zip(totals[v - 1], totals[v]))}
         rows.append(row)
-    return rows, [a / b for a, b in zip(totals[0], totals[ours])]
+    return rows, vs_ref[ours]
 
 
 def _measure(model, hf, tokenizer, family: str, n_tasks: int, n_edits: int, n_max: int, seed: int,
