@@ -158,6 +158,26 @@ def test_arc_task_grids_and_side_by_side_prediction(page, shots, server):
     assert "neither an ARC" in page.locator("#task-error").text_content()
 
 
+def test_a_late_task_list_does_not_write_into_the_id_field_being_typed_in(page):
+    held = []
+    page.route("**/api/tasks?source=families*", lambda route: held.append(route))  # the list arrives late
+    page.click("#tab-arc")
+    page.select_option("#task-source", "families")  # clears the id field and asks for the list
+    for _ in range(500):  # until the request is out and held (Playwright serves routes while it waits)
+        if held:
+            break
+        page.wait_for_timeout(10)
+    page.click("#task-id")  # the user is in the empty field, about to type
+    assert page.input_value("#task-id") == "" and len(held) == 1
+    held[0].continue_()
+    page.wait_for_function("document.querySelector('#task-note').textContent.includes('families')")
+    assert page.input_value("#task-id") == ""  # not "<first family>-1", which the typing would have appended to
+    page.keyboard.type("flip_lr-6")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#task-view .pair.demo .grid")
+    assert page.locator("#task-view h2").text_content() == "flip_lr-6"
+
+
 def test_runs_view_shows_the_report(page, shots, server):
     from nanoseal.report import load_selfedits
 

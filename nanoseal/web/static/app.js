@@ -223,7 +223,8 @@ async function loadTaskSource() {
       t.description ? `${t.split}: ${t.description}` : t.split)));
     $("#task-note").textContent = kind === "families"
       ? `${info.tasks.length} families: type <family>-<seed>` : `${info.tasks.length} tasks`;
-    if (ids.length && !$("#task-id").value) $("#task-id").value = ids[0];
+    // a first id to open, unless the field has text or focus (typing there: a late list must not write into it)
+    if (ids.length && !$("#task-id").value && document.activeElement !== $("#task-id")) $("#task-id").value = ids[0];
   } catch (e) {
     $("#task-error").textContent = e.message;
   }
